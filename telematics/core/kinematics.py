@@ -1,0 +1,186 @@
+"""Per-fix kinematics of cleaned GPS tracks: step distance, reconciled speed, longitudinal
+acceleration, jerk, heading, heading rate and lateral acceleration."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from telematics.core.checks import (
+    FloatArray,
+    IntArray,
+    float_column,
+    offsets_column,
+    optional_float_column,
+)
+from telematics.core.clean import _is_strictly_increasing
+from telematics.core.geo import (
+    _ANCHOR_SPAN_DEG,
+    _DEG,
+    _bearing_deg,
+    _radii_anchor,
+    _radii_near,
+    _step_en,
+    _wrap_rad,
+)
+from telematics.core.jit import serial
+from telematics.core.params import DEFAULT_PARAMS, GpsParams, KernelParams
+
+
+@serial
+def _kinematics_trip(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, rx_speed_mps: FloatArray,
+    p: KernelParams,
+    dist_m: FloatArray, path_m: FloatArray, gap_before: np.ndarray, pos_speed_mps: FloatArray,
+    speed_mps: FloatArray, accel_mps2: FloatArray, jerk_mps3: FloatArray,
+    heading_deg: FloatArray, heading_rate_dps: FloatArray, lat_accel_mps2: FloatArray,
+) -> None:
+    """Fill the per-fix outputs for one cleaned trip (time strictly increasing).
+
+    Conventions (see docs/FEATURES.md): ``dist_m[i]`` and ``gap_before[i]`` describe the
+    step from fix i-1 to fix i (a step is a gap when it lasts more than ``gap_s`` or needs
+    more than ``max_implied_speed_mps``; its chord still counts as distance).
+    ``path_m[i]`` is the distance driven over that step: the trapezoid of the receiver's
+    speeds at both ends where both are plausible and the step lasts at most ``gap_s``
+    (Doppler speed accumulates neither position jitter nor a position jump; speeds
+    below ``standstill_speed_mps`` count as 0), else the geodesic chord ``dist_m[i]``.
+    ``accel_mps2[i]``, ``jerk_mps3[i]`` and ``heading_deg[i]`` hold over the step from i
+    to i+1; ``heading_rate_dps[i]`` and ``lat_accel_mps2[i]`` are the turn at fix i
+    (positive lateral acceleration points left, ISO 8855). NaN where a value would need
+    a gap, a missing neighbour or a heading below ``min_heading_speed_mps``.
+    """
+    n = t_s.shape[0]
+    if n == 0:
+        return
+    anchor = _radii_anchor(lat_deg[0])
+    m_prev, nc_prev = _radii_near(lat_deg[0], anchor)
+    dist_m[0] = 0.0
+    path_m[0] = 0.0
+    gap_before[0] = True
+    heading_deg[n - 1] = math.nan
+    for i in range(1, n):
+        if abs(lat_deg[i] - anchor[0]) > _ANCHOR_SPAN_DEG:
+            anchor = _radii_anchor(lat_deg[i])
+        m_i, nc_i = _radii_near(lat_deg[i], anchor)
+        east, north = _step_en(lat_deg[i - 1], lon_deg[i - 1], m_prev, nc_prev,
+                               lat_deg[i], lon_deg[i], m_i, nc_i)
+        d = math.sqrt(east * east + north * north)
+        dt = t_s[i] - t_s[i - 1]
+        dist_m[i] = d
+        gap = dt > p.gap_s or d > p.max_implied_speed_mps * dt
+        gap_before[i] = gap
+        if gap or d < p.min_heading_speed_mps * dt:
+            heading_deg[i - 1] = math.nan
+        else:
+            heading_deg[i - 1] = _bearing_deg(east, north)
+        m_prev, nc_prev = m_i, nc_i
+        rx0 = rx_speed_mps[i - 1]
+        rx1 = rx_speed_mps[i]
+        # A step that is a gap only by its implied speed (a position jump the cleaning
+        # kept) is short in time: the Doppler speeds still measure it, the chord cannot.
+        if (dt <= p.gap_s and rx0 >= 0.0 and rx0 <= p.max_implied_speed_mps and rx1 >= 0.0
+                and rx1 <= p.max_implied_speed_mps):
+            if rx0 < p.standstill_speed_mps:
+                rx0 = 0.0
+            if rx1 < p.standstill_speed_mps:
+                rx1 = 0.0
+            path_m[i] = 0.5 * (rx0 + rx1) * dt
+        else:
+            path_m[i] = d
+    for i in range(n):
+        total = 0.0
+        span = 0.0
+        if i > 0 and not gap_before[i]:
+            total += dist_m[i]
+            span += t_s[i] - t_s[i - 1]
+        if i + 1 < n and not gap_before[i + 1]:
+            total += dist_m[i + 1]
+            span += t_s[i + 1] - t_s[i]
+        pos_speed_mps[i] = total / span if span > 0.0 else math.nan
+        rx = rx_speed_mps[i]
+        if rx >= 0.0 and rx <= p.max_implied_speed_mps:
+            speed_mps[i] = rx
+        else:
+            speed_mps[i] = pos_speed_mps[i]
+    for i in range(n):
+        if i + 1 < n and not gap_before[i + 1]:
+            accel_mps2[i] = (speed_mps[i + 1] - speed_mps[i]) / (t_s[i + 1] - t_s[i])
+        else:
+            accel_mps2[i] = math.nan
+    for i in range(n):
+        if i + 2 < n and not gap_before[i + 1] and not gap_before[i + 2]:
+            jerk_mps3[i] = (accel_mps2[i + 1] - accel_mps2[i]) / (0.5 * (t_s[i + 2] - t_s[i]))
+        else:
+            jerk_mps3[i] = math.nan
+    heading_rate_dps[0] = math.nan
+    lat_accel_mps2[0] = math.nan
+    heading_rate_dps[n - 1] = math.nan
+    lat_accel_mps2[n - 1] = math.nan
+    for i in range(1, n - 1):
+        turn = _wrap_rad((heading_deg[i] - heading_deg[i - 1]) * _DEG)
+        rate = turn / (0.5 * (t_s[i + 1] - t_s[i - 1]))
+        heading_rate_dps[i] = rate / _DEG
+        lat_accel_mps2[i] = -speed_mps[i] * rate
+
+
+@serial
+def _kinematics_kernel(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, rx_speed_mps: FloatArray,
+    offsets: IntArray, p: KernelParams,
+    dist_m: FloatArray, path_m: FloatArray, gap_before: np.ndarray, pos_speed_mps: FloatArray,
+    speed_mps: FloatArray, accel_mps2: FloatArray, jerk_mps3: FloatArray,
+    heading_deg: FloatArray, heading_rate_dps: FloatArray, lat_accel_mps2: FloatArray,
+) -> None:
+    for k in range(offsets.shape[0] - 1):
+        s = offsets[k]
+        e = offsets[k + 1]
+        _kinematics_trip(t_s[s:e], lat_deg[s:e], lon_deg[s:e], rx_speed_mps[s:e], p,
+                         dist_m[s:e], path_m[s:e], gap_before[s:e], pos_speed_mps[s:e],
+                         speed_mps[s:e],
+                         accel_mps2[s:e], jerk_mps3[s:e], heading_deg[s:e],
+                         heading_rate_dps[s:e], lat_accel_mps2[s:e])
+
+
+class Kinematics(NamedTuple):
+    """Per-fix kinematics; conventions as in :func:`compute_kinematics`."""
+
+    dist_m: FloatArray
+    path_m: FloatArray
+    gap_before: np.ndarray
+    pos_speed_mps: FloatArray
+    speed_mps: FloatArray
+    accel_mps2: FloatArray
+    jerk_mps3: FloatArray
+    heading_deg: FloatArray
+    heading_rate_dps: FloatArray
+    lat_accel_mps2: FloatArray
+
+
+def compute_kinematics(
+    t_s: Any, lat_deg: Any, lon_deg: Any, speed_mps: Any = None, offsets: Any = None,
+    *, params: GpsParams = DEFAULT_PARAMS,
+) -> Kinematics:
+    """Kinematics of cleaned trips (the output of :func:`telematics.core.clean.clean_gps`).
+
+    ``dist_m[i]``/``gap_before[i]``: the step from fix i-1 to i (the first fix of a trip
+    starts with a gap); ``path_m[i]``: the distance driven over it, from the receiver's
+    speeds where both ends have one, else ``dist_m[i]``. ``speed_mps``: the receiver's speed where it reported a plausible
+    one, else ``pos_speed_mps``, the mean speed over the adjacent non-gap steps.
+    ``accel_mps2``, ``jerk_mps3`` and ``heading_deg`` hold over the step from i to i+1;
+    ``heading_rate_dps`` and ``lat_accel_mps2`` (positive = left) are the turn at fix i.
+    """
+    t = float_column("t_s", t_s, finite=True)
+    n = t.shape[0]
+    lat = float_column("lat_deg", lat_deg, n, finite=True)
+    lon = float_column("lon_deg", lon_deg, n, finite=True)
+    rx = optional_float_column("speed_mps", speed_mps, n)
+    offs = offsets_column(offsets, n)
+    if not _is_strictly_increasing(t, offs):
+        raise ValueError("t_s: must strictly increase within each trip (run clean_gps first)")
+    out = Kinematics(
+        np.empty(n), np.empty(n), np.empty(n, dtype=np.bool_), *(np.empty(n) for _ in range(7))
+    )
+    _kinematics_kernel(t, lat, lon, rx, offs, params.kernel(), *out)
+    return out

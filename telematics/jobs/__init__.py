@@ -1,0 +1,1 @@
+"""Batch jobs behind `ubi price ...` and `ubi features ...`: database in, database out."""

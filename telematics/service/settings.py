@@ -1,0 +1,49 @@
+"""Typed service settings, read once at start-up from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from telematics.store.provision import database_url
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: '{raw}' is not an integer") from None
+    if value <= 0:
+        raise ValueError(f"{name}: must be positive, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    pool_max_size: int = 16
+    pool_timeout_s: float = 5.0
+    rate_per_s: float = 50.0
+    rate_burst: int = 200
+    idempotency_ttl_s: int = 7 * 86_400
+    retention_days: int = 90
+    label_window_days: int = 30
+    inactivity_close_s: int = 900
+    sweep_interval_s: int = 60
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=database_url(),
+            pool_max_size=_int("UBI_POOL_MAX_SIZE", 16),
+            rate_per_s=float(_int("UBI_RATE_PER_S", 50)),
+            rate_burst=_int("UBI_RATE_BURST", 200),
+            idempotency_ttl_s=_int("UBI_IDEMPOTENCY_TTL_S", 7 * 86_400),
+            retention_days=_int("UBI_RETENTION_DAYS", 90),
+            label_window_days=_int("UBI_LABEL_WINDOW_DAYS", 30),
+            inactivity_close_s=_int("UBI_INACTIVITY_CLOSE_S", 900),
+            sweep_interval_s=_int("UBI_SWEEP_INTERVAL_S", 60),
+        )

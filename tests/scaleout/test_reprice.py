@@ -1,0 +1,59 @@
+"""Repricing on Dask: the partitions of `reprice_on_dask` write the premiums the serial
+`reprice_partition` writes for the same policies, and a re-run replaces them."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from pricing.plan import default_plan
+from telematics import rating
+from telematics.jobs.partitions import reprice_on_dask
+from tests.scaleout.conftest import Fleet
+
+pytestmark = pytest.mark.db
+
+START, END = date(2026, 10, 1), date(2026, 11, 1)
+
+
+def premiums(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT policy_id, period_start, period_end, kind, plan_version, amount, currency,"
+            " breakdown::text, sha256 FROM premiums ORDER BY policy_id, kind").fetchall()
+
+
+def test_reprice_on_dask_equals_the_serial_partition(fleet: Fleet, cluster: Any) -> None:
+    with psycopg.connect(fleet.url) as conn:
+        version = rating.publish_plan(conn, default_plan())
+        for i, policy_id in enumerate(fleet.loaded.policies):
+            conn.execute("UPDATE policies SET start_date = %s, rating_factors = %s"
+                         " WHERE policy_id = %s",
+                         (date(2026, 1, 1), Jsonb({"vehicle_group": "ABCDE"[i % 5],
+                                                   "region": ("rural", "urban")[i % 2],
+                                                   "age_band": ("25-34", "35-54")[i % 2]}),
+                          policy_id))
+        conn.commit()
+        # The serial driver's protocol: the portfolio's coaching targets stored once, then
+        # the policies priced (here in one partition).
+        rating.coaching_targets(conn, rating.load_published_plan(conn, version), START, END)
+        conn.commit()
+    ids = fleet.loaded.policies
+    serial = rating.reprice_partition(fleet.url, version, START, END, ids)
+    reference = premiums(fleet.url)
+    assert serial > 0 and len(reference) == serial
+    for _ in range(2):
+        report = reprice_on_dask(fleet.url, version, START, END,
+                                 scheduler=cluster.scheduler_address, partition_size=2,
+                                 progress=False)
+        assert report.ok, report.failure_report()
+        assert len(report.results) == 3 and sum(report.results.values()) == serial
+        assert premiums(fleet.url) == reference
+    with psycopg.connect(fleet.url) as conn:
+        run = conn.execute("SELECT policies FROM pricing_runs WHERE plan_version = %s"
+                           " AND period_start = %s", (version, START)).fetchone()
+    assert run == (serial,)

@@ -1,0 +1,267 @@
+"""Customer control: consent, role separation, retention, export, erasure, human review."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from pricing.plan import default_plan
+from telematics.maintenance import run_maintenance
+from telematics.rating import publish_plan
+from telematics.store import privacy as privacy_sql
+from telematics.store.repository import GPS, Store
+from tests.service.conftest import CATEGORIES, DeviceCreds, Tokens, grant, idem, register
+from tests.service.payloads import batches, drive
+
+pytestmark = pytest.mark.db
+
+
+def obd_body(device: DeviceCreds) -> dict:
+    start = time.time_ns() // 1000 - 3_600_000_000
+    return {"device_id": device.device_id, "feed_id": f"feed-{start}",
+            "obd": {"seq": [0, 1], "t_us": [start, start + 1_000_000], "speed_kmh": [0, 10]}}
+
+
+UPLOADS = {
+    "location": lambda d: ("/v1/trips/c-1/batches",
+                           {k: v for k, v in batches(d.device_id, "c-1", drive(30), 1,
+                                                     final=False)[0].items() if k != "imu"}),
+    "motion": lambda d: ("/v1/trips/c-2/batches",
+                         {"device_id": d.device_id, **{k: v for k, v in drive(
+                             5, imu_hz=10).items() if k == "imu"}}),
+    "obd": lambda d: ("/v1/obd/feeds", obd_body(d)),
+}
+
+
+@pytest.mark.parametrize("category", sorted(UPLOADS))
+@pytest.mark.parametrize("state", ["never", "granted", "withdrawn"])
+def test_consent_matrix_for_uploads(client: httpx.Client, tokens: Tokens, category: str,
+                                    state: str) -> None:
+    dev = register(client, tokens, consent=False)
+    others = tuple(c for c in CATEGORIES if c != category)
+    grant(client, dev, others)
+    if state in ("granted", "withdrawn"):
+        grant(client, dev, (category,))
+    if state == "withdrawn":
+        grant(client, dev, (category,), granted=False)
+    path, body = UPLOADS[category](dev)
+    r = client.post(path, json=body, headers={**dev.headers, **idem()})
+    if state == "granted":
+        assert r.status_code == 200, r.text
+    else:
+        assert r.status_code == 403, r.text
+        assert r.json()["code"] == "consent_missing"
+        assert r.json()["category"] == category
+
+
+@pytest.mark.parametrize("state", ["granted", "withdrawn"])
+def test_consent_for_pricing_decides_what_the_score_uses(client: httpx.Client, tokens: Tokens,
+                                                         state: str) -> None:
+    dev = register(client, tokens)
+    for body in batches(dev.device_id, "t-s", drive(900), 2):
+        assert client.post("/v1/trips/t-s/batches", json=body,
+                           headers={**dev.headers, **idem()}).status_code == 200
+    if state == "withdrawn":
+        grant(client, dev, ("location",), granted=False, purposes=("pricing",))
+    for who in (dev.headers, {"Authorization": f"Bearer {tokens.underwriter}"}):
+        score = client.get(f"/v1/policies/{dev.policy_id}/score", headers=who).json()
+        if state == "granted":
+            assert (score["basis"], score["trips"]) == ("driving", 1)
+        else:
+            assert (score["basis"], score["trips"], score["rates"]) == (
+                "missing_data_rule", 0, {})
+    consents = client.get(f"/v1/policies/{dev.policy_id}/consents", headers=dev.headers).json()
+    location_pricing = next(c for c in consents["consents"]
+                            if (c["category"], c["purpose"]) == ("location", "pricing"))
+    assert location_pricing["granted"] is (state == "granted")
+
+
+def test_transparency_names_every_category(client: httpx.Client) -> None:
+    out = client.get("/v1/transparency").json()
+    assert set(out["categories"]) == set(CATEGORIES)
+    for text in out["categories"].values():
+        assert {"collected", "kept", "price_effect"} <= set(text)
+
+
+def pricing_url(db_url: str) -> str:
+    return psycopg.conninfo.make_conninfo(db_url, user="ubi_pricing")
+
+
+@pytest.mark.parametrize("table", ["gps_samples", "imu_samples", "obd_samples",
+                                   "privacy_keys", "idempotency_keys", "api_tokens"])
+def test_pricing_role_cannot_read_raw_or_secret_tables(db_url: str, table: str) -> None:
+    with psycopg.connect(pricing_url(db_url)) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(table)))
+
+
+def test_pricing_role_reads_aggregates(db_url: str) -> None:
+    with psycopg.connect(pricing_url(db_url)) as conn:
+        for table in ("trip_features", "events", "trip_paths", "premiums", "policies"):
+            conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(table)))
+        conn.execute("SELECT policy_id, status, label FROM trips LIMIT 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT n_gps FROM trips LIMIT 1")
+
+
+def test_retention_drops_old_raw_chunks_and_keeps_features(db_url: str) -> None:
+    now = datetime.now(UTC)
+    device, policy = f"ret-{now.timestamp():.0f}", f"ret-p-{now.timestamp():.0f}"
+    with Store(db_url) as store:
+        store.upsert_policy(policy, "UTC")
+        store.register_device(device, policy)
+        for age_days, trip in ((120, "old"), (10, "recent")):
+            start_us = int((now - timedelta(days=age_days)).timestamp() * 1e6)
+            n = 60
+            store.insert_samples(GPS, {
+                "time": start_us + np.arange(n, dtype=np.int64) * 1_000_000,
+                "device_id": np.full(n, device, dtype=object),
+                "trip_id": np.full(n, trip, dtype=object), "seq": np.arange(n),
+                "lat_deg": np.full(n, 52.0), "lon_deg": np.linspace(4.0, 4.01, n)})
+        with store.connection() as conn:
+            conn.execute("INSERT INTO trips (device_id, trip_id, policy_id) VALUES (%s, 'old', %s)",
+                         (device, policy))
+            conn.execute(
+                "INSERT INTO trip_features (device_id, trip_id, policy_id, started_at, ended_at,"
+                " scored, distance_m, duration_s, features, code_version) VALUES"
+                " (%s, 'old', %s, now() - interval '120 days', now() - interval '120 days',"
+                " true, 700, 60, '{}', 'test')", (device, policy))
+            conn.commit()
+
+    def raw(trip: str) -> int:
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute("SELECT count(*) FROM gps_samples WHERE device_id = %s"
+                               " AND trip_id = %s", (device, trip)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    report = run_maintenance(db_url, now=now)
+    assert report["raw_chunks_dropped"]["gps_samples"] >= 1
+    assert (raw("old"), raw("recent")) == (0, 60)
+    run_maintenance(db_url, now=now + timedelta(days=81))  # the clock moves on
+    assert raw("recent") == 0
+    with psycopg.connect(db_url) as conn:
+        kept = conn.execute("SELECT count(*) FROM trip_features WHERE device_id = %s",
+                            (device,)).fetchone()
+    assert kept == (1,)
+    assert run_maintenance(db_url, now=now)["raw_chunks_dropped"]["gps_samples"] == 0
+
+
+def test_idempotency_records_expire(db_url: str, client: httpx.Client,
+                                    device: DeviceCreds) -> None:
+    body = batches(device.device_id, "t-e", drive(30), 1, final=False)[0]
+    client.post("/v1/trips/t-e/batches", json=body, headers={**device.headers, **idem()})
+    report = run_maintenance(db_url, now=datetime.now(UTC) + timedelta(days=8))
+    assert report["idempotency_records_deleted"] >= 1
+
+
+def user_tables(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        " AND table_type = 'BASE TABLE'")}
+
+
+def test_export_covers_every_table_of_the_schema(db_url: str) -> None:
+    with psycopg.connect(db_url) as conn:
+        tables = user_tables(conn)
+    covered = set(privacy_sql.EXPORT_QUERIES) | set(privacy_sql.NOT_EXPORTED)
+    assert tables - covered == set(), "a table is neither exported nor explained"
+    assert covered - tables == set()
+
+
+def scored_driver(client: httpx.Client, tokens: Tokens, trip_id: str = "trip-x") -> DeviceCreds:
+    dev = register(client, tokens)
+    for body in batches(dev.device_id, trip_id, drive(900, imu_hz=5), 2):
+        assert client.post(f"/v1/trips/{trip_id}/batches", json=body,
+                           headers={**dev.headers, **idem()}).status_code == 200
+    client.post("/v1/obd/feeds", json=obd_body(dev), headers={**dev.headers, **idem()})
+    client.post(f"/v1/policies/{dev.policy_id}/reviews", json={"reason": "why so high?"},
+                headers={**dev.headers, **idem()})
+    return dev
+
+
+def test_export_streams_everything_held(client: httpx.Client, tokens: Tokens,
+                                        db_url: str) -> None:
+    dev = scored_driver(client, tokens)
+    with client.stream("GET", f"/v1/policies/{dev.policy_id}/export",
+                       headers=dev.headers) as r:
+        assert r.status_code == 200
+        chunks = list(r.iter_bytes())
+    import orjson
+
+    doc = orjson.loads(b"".join(chunks))
+    sections = doc["sections"]
+    assert set(sections) == set(privacy_sql.EXPORT_QUERIES)
+    assert len(sections["gps_samples"]) == 900
+    assert len(sections["imu_samples"]) == 900 * 5
+    assert len(sections["obd_samples"]) == 2
+    assert len(sections["trips"]) == 3  # the trip, the OBD feed and the trip found in it
+    assert sections["trip_features"][0]["trip_id"] == "trip-x"
+    assert {c["category"] for c in sections["consents"]} == set(CATEGORIES)
+    assert sections["review_requests"][0]["reason"] == "why so high?"
+    gpx = client.get(f"/v1/policies/{dev.policy_id}/trips/trip-x/gpx", headers=dev.headers)
+    assert gpx.status_code == 200
+    assert gpx.text.count("<trkpt") == 900
+    other = register(client, tokens)
+    assert client.get(f"/v1/policies/{dev.policy_id}/export",
+                      headers=other.headers).status_code == 404
+
+
+def test_erasure_leaves_nothing_identifying(client: httpx.Client, tokens: Tokens,
+                                            db_url: str) -> None:
+    trip_id = f"trip-{time.time_ns()}"
+    dev = scored_driver(client, tokens, trip_id)
+    with psycopg.connect(db_url) as conn:
+        version = publish_plan(conn, default_plan())
+        conn.execute(
+            "INSERT INTO premiums (policy_id, period_start, period_end, kind, plan_version,"
+            " amount, currency, breakdown, inputs, code_version, sha256) VALUES (%s,"
+            " '2026-10-01', '2026-11-01', 'period', %s, 42.10, 'EUR', '{}', %s,"
+            " 'test', 'h')", (dev.policy_id, version,
+                              Jsonb({"policy_id": dev.policy_id, "trip_ids": [trip_id],
+                                     "km": 12.5})))
+    r = client.post(f"/v1/policies/{dev.policy_id}/erase", headers={**dev.headers, **idem()})
+    assert r.status_code == 200, r.text
+    identifiers = [dev.policy_id, dev.device_id, trip_id, dev.api_key]
+    with psycopg.connect(db_url) as conn:
+        for table in sorted(user_tables(conn)):
+            text = conn.execute(sql.SQL("SELECT coalesce(string_agg(t::text, ' '), '')"
+                                        " FROM {} t").format(sql.Identifier(table))).fetchone()
+            assert text is not None
+            for ident in identifiers:
+                assert ident not in text[0], f"{ident} remains in {table}"
+        kept = conn.execute("SELECT amount, pseudonymised, inputs->>'km' FROM premiums"
+                            " WHERE plan_version = %s AND code_version = 'test'"
+                            " AND inputs->>'km' = '12.5'", (version,)).fetchall()
+    assert [(float(a), p, km) for a, p, km in kept] == [(42.10, True, "12.5")]
+    assert client.get(f"/v1/trips/{trip_id}", headers=dev.headers).status_code == 401
+
+
+def test_review_request_round_trip(client: httpx.Client, tokens: Tokens) -> None:
+    dev = register(client, tokens)
+    r = client.post(f"/v1/policies/{dev.policy_id}/reviews",
+                    json={"kind": "premium", "reason": "I was a passenger on 3 November"},
+                    headers={**dev.headers, **idem()})
+    assert r.status_code == 200, r.text
+    review_id = r.json()["review_id"]
+    uw = {"Authorization": f"Bearer {tokens.underwriter}"}
+    queue = client.get("/v1/review/queue", headers=uw).json()["reviews"]
+    assert review_id in [q["review_id"] for q in queue]
+    assert client.get("/v1/review/queue", headers=dev.headers).status_code == 403
+    d = client.post(f"/v1/review/requests/{review_id}/decision",
+                    json={"decision": "accepted", "note": "trip relabelled as passenger"},
+                    headers=uw)
+    assert d.status_code == 200, d.text
+    mine = client.get(f"/v1/policies/{dev.policy_id}/reviews", headers=dev.headers).json()
+    assert mine["reviews"][0]["status"] == "accepted"
+    assert mine["reviews"][0]["decision_note"] == "trip relabelled as passenger"
+    again = client.post(f"/v1/review/requests/{review_id}/decision",
+                        json={"decision": "rejected", "note": "changed my mind"}, headers=uw)
+    assert again.status_code == 404
