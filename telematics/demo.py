@@ -173,6 +173,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     from pricing.validate import validate
     from telematics.evaluation import recovery_report
     from telematics.loadgen import register_fleet, upload_fleet
+    from telematics.provisional import reprice_all_due
     from telematics.rating import (
         fit_template,
         from_simulator_layout,
@@ -233,6 +234,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             with bar:
                 stats = upload_fleet(server.url, keys, PREFIX, deliveries, feeds,
                                      clients=options.clients, progress=tick)
+            with psycopg.connect(url) as conn:  # the service's last round, if still due
+                reprice_all_due(conn)
         upload_s = time.perf_counter() - wall
 
     period = (start, today)

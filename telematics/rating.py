@@ -653,25 +653,41 @@ def provisional_premium(conn: psycopg.Connection[Any], policy_id: str, now: date
     "period_end", "amount", "premium_cents", "currency", "breakdown"}. Runs in the
     caller's transaction; call it after a trip is scored or a label changes.
     """
+    return provisional_premiums(conn, [policy_id], now, plan=plan).get(policy_id)
+
+
+def provisional_premiums(conn: psycopg.Connection[Any], policy_ids: Sequence[str],
+                         now: datetime | None = None, *, plan: Plan | None = None
+                         ) -> dict[str, dict[str, Any]]:
+    """`provisional_premium` for many policies at once: one read, one pricing and one write
+    per local month among them (policies in different time zones can be in different
+    months). Policies unknown or not in force this month are left out of the result."""
     now = now or datetime.now(UTC)
-    row = conn.execute("SELECT time_zone FROM policies WHERE policy_id = %s", (policy_id,)).fetchone()
-    if row is None:
-        return None
-    period_start, period_end = provisional_period(str(row[0]), now)
+    rows = conn.execute("SELECT policy_id, time_zone FROM policies WHERE policy_id = ANY(%s)",
+                        (list(policy_ids),)).fetchall()
+    if not rows:
+        return {}
+    by_period: dict[tuple[date, date], list[str]] = {}
+    for policy_id, time_zone in rows:
+        by_period.setdefault(provisional_period(str(time_zone), now), []).append(str(policy_id))
     plan = plan or plan_in_force(conn)
-    inputs = read_period(conn, plan, period_start, period_end, [policy_id])
-    if len(inputs.frame) == 0:
-        return None
     key = plan_key(plan)
     targets = _latest_targets(conn, key) or {name: None for name in plan.behaviour_names}
-    priced = price_period(inputs, plan, targets)
-    write_premiums(conn, priced, plan, period_start, period_end, kind="provisional")
-    breakdown = priced.breakdowns[0]
-    cents = int(breakdown["premium_cents"])
-    return {"policy_id": policy_id, "kind": "provisional", "plan_version": key,
-            "period_start": period_start.isoformat(), "period_end": period_end.isoformat(),
-            "amount": str(minor_units_to_decimal(cents, plan.currency.minor_units)), "premium_cents": cents,
-            "currency": plan.currency.code, "breakdown": breakdown}
+    result: dict[str, dict[str, Any]] = {}
+    for (period_start, period_end), ids in sorted(by_period.items()):
+        inputs = read_period(conn, plan, period_start, period_end, sorted(ids))
+        if len(inputs.frame) == 0:
+            continue
+        priced = price_period(inputs, plan, targets)
+        write_premiums(conn, priced, plan, period_start, period_end, kind="provisional")
+        for policy_id, breakdown in zip(inputs.frame["policy_id"], priced.breakdowns, strict=True):
+            cents = int(breakdown["premium_cents"])
+            result[str(policy_id)] = {
+                "policy_id": str(policy_id), "kind": "provisional", "plan_version": key,
+                "period_start": period_start.isoformat(), "period_end": period_end.isoformat(),
+                "amount": str(minor_units_to_decimal(cents, plan.currency.minor_units)),
+                "premium_cents": cents, "currency": plan.currency.code, "breakdown": breakdown}
+    return result
 
 
 # --- replay --------------------------------------------------------------------------------

@@ -203,6 +203,9 @@ def policy_summary(conn: psycopg.Connection[Any], policy_id: str,
 def policy_score(conn: psycopg.Connection[Any], policy_id: str) -> dict[str, Any]:
     """The summary the driver and the underwriter see. Without consent to use location data
     for pricing, no driving data is used and the plan's missing-data rule applies."""
+    from telematics.provisional import flush
+
+    flush(conn, policy_id)  # the premium shown includes every trip scored so far
     granted = privacy_sql.granted_categories(conn, policy_id, "pricing")
     summary = policy_summary(conn, policy_id)
     summary["consent_for_pricing"] = {c: c in granted for c in privacy_sql.CATEGORIES}

@@ -7,14 +7,17 @@ that aligns horizontal acceleration with the GPS-derived longitudinal accelerati
 forward axis is the horizontal part of cov(acc, a_gps), so its sign comes from the
 correlation and no angle (nor any trigonometry) is ever computed. Phone handling is a
 stretch where the gravity direction moves by more than a threshold (confirmed by a few
-quiet windows in the new pose) or where the phone shakes or tilts fast; the rotation is
-re-estimated for every stable mounting after it.
+quiet windows in the new pose) or where the phone tilts fast or shakes (while tilting,
+when a gyroscope can tell: the car shakes the phone's horizontal axes in a hard turn, it
+does not tilt it); the rotation is re-estimated for every stable mounting after it.
 
 Events (moderate and harsh braking, acceleration and cornering, phone handling while
 moving) come from threshold runs of the vehicle-frame acceleration smoothed over half a
-second. Work: two passes over the samples (window sums; rotation), passes over the
-25x fewer windows, and the event detector only on windows where some sample reaches a
-moderate threshold (and their neighbours), the few percent of a normal drive.
+second; a cornering event also needs a turn of more than 30 deg through its peak (the
+gyroscope's yaw rate, else lateral acceleration over GPS speed, integrated). Work: two
+passes over the samples (window sums; rotation), passes over the 25x fewer windows, and
+the event detector only on windows where some sample reaches a moderate threshold (and
+their neighbours), the few percent of a normal drive.
 
 Vehicle frame (ISO 8855): x forward, y left, z up; vertical acceleration excludes gravity.
 """
@@ -61,7 +64,10 @@ _W_T1 = 7  # time of the last sample
 _W_DUR = 8  # seconds until the next window, or the window's span before a gap
 _W_GPS_ACC = 9  # GPS longitudinal acceleration at the window's mid-time (NaN unknown)
 _W_GPS_SPEED = 10  # GPS speed at the window's mid-time (NaN unknown)
-_W_COLS = 11
+_W_UX = 11  # the window's mounting's up direction in the phone frame (NaN unresolved)
+_W_UY = 12
+_W_UZ = 13
+_W_COLS = 14
 
 # Input errors found by the first pass (negative window counts).
 _BAD_TIME = -1
@@ -105,7 +111,8 @@ class ImuParams:
     quiet_gravity_tol_mps2: float = 0.5
     quiet_gyro_radps: float = 0.25
     quiet_gps_accel_mps2: float = 0.5
-    # Handling: shaking or fast tilting, or a lasting change of the gravity direction.
+    # Handling: fast tilting, shaking (with a gyro: shaking while tilting faster than a
+    # quiet phone), or a lasting change of the gravity direction.
     handling_std_mps2: float = 2.0
     handling_gyro_radps: float = 0.6
     reorient_angle_deg: float = 20.0
@@ -143,6 +150,17 @@ class ImuParams:
     corner_band_high_mps2: float = _GPS.corner_band_high_mps2
     corner_band_severe_mps2: float = _GPS.corner_band_severe_mps2
     corner_min_speed_mps: float = _GPS.corner_min_speed_mps
+    # A cornering event is a turn: the heading changes by more than this over the stretch
+    # around its peak where the yaw rate keeps its sign (DESIGN section 6, Zendrive). The
+    # yaw rate is the gyroscope's rate about the vertical, or without a gyroscope the
+    # lateral acceleration over the GPS speed.
+    corner_min_heading_change_deg: float = _GPS.corner_min_heading_change_deg
+    # The turn's stretch ends where the yaw rate drops below this (project choice: a
+    # harsh corner turns at 0.1 rad/s or more, and a gyro's uncorrected bias of about
+    # 0.01 rad/s must not add up along a straight road), and the lateral acceleration
+    # gives no yaw rate below this speed.
+    turn_min_yaw_rate_dps: float = 2.0
+    turn_min_speed_mps: float = _GPS.moving_speed_mps
     harsh_min_duration_s: float = _GPS.harsh_min_duration_s
     # DESIGN gives cornering no duration (a turn of > 30 deg is itself the persistence):
     # a quick turn out of a junction holds 3.6 m/s^2 for less than the 0.6 s of braking.
@@ -197,6 +215,9 @@ class ImuParams:
             accel_moderate_mps2=self.accel_moderate_mps2,
             corner_moderate_mps2=self.corner_moderate_mps2,
             corner_min_speed_mps=self.corner_min_speed_mps,
+            corner_min_turn_rad=math.radians(self.corner_min_heading_change_deg),
+            turn_min_yaw_radps=math.radians(self.turn_min_yaw_rate_dps),
+            turn_min_speed_mps=self.turn_min_speed_mps,
         )
 
 
@@ -225,6 +246,9 @@ class ImuKernelParams(NamedTuple):
     accel_moderate_mps2: float
     corner_moderate_mps2: float
     corner_min_speed_mps: float
+    corner_min_turn_rad: float
+    turn_min_yaw_radps: float
+    turn_min_speed_mps: float
 
 
 DEFAULT_IMU_PARAMS = ImuParams()
@@ -253,7 +277,9 @@ def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
     has_gyro = gx.shape[0] == n
     norm = math.sqrt(cx * cx + cy * cy + cz * cz)
     # Gravity direction splitting the gyro rate into spin (about gravity: turning, which
-    # is driving) and tilt (phone handling): the previous window's mean acceleration.
+    # is driving) and tilt (phone handling): the last quiet window's mean acceleration. Not
+    # any window's: a hard launch into a turn tilts the mean acceleration by 40 deg and
+    # would leak the turn's yaw rate into tilt.
     ux = cx / norm if norm > 0.0 else 0.0
     uy = cy / norm if norm > 0.0 else 0.0
     uz = cz / norm if norm > 0.0 else 0.0
@@ -348,12 +374,13 @@ def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
             win[nw, _W_MX] = mx
             win[nw, _W_MY] = my
             win[nw, _W_MZ] = mz
-            win[nw, _W_VAR] = max(sdd / cnt - (mx * mx + my * my + mz * mz), 0.0)
+            var = max(sdd / cnt - (mx * mx + my * my + mz * mz), 0.0)
+            win[nw, _W_VAR] = var
             gxm = cx + mx
             gym = cy + my
             gzm = cz + mz
             norm = math.sqrt(gxm * gxm + gym * gym + gzm * gzm)
-            if norm > 0.0:
+            if var <= p.quiet_var_mps2sq and abs(norm - p.gravity_mps2) <= p.quiet_gravity_tol_mps2:
                 ux = gxm / norm
                 uy = gym / norm
                 uz = gzm / norm
@@ -441,7 +468,11 @@ def _mountings(win, nw, cx, cy, cz, p, win_flag, win_seg):
             rn = math.sqrt(rx * rx + ry * ry + rz * rz)
             off_pose = (moved and p.off_pose_cos < 1.0 and rn > 0.0
                         and mx * rx + my * ry + mz * rz < p.off_pose_cos * g0 * rn)
-            if var > p.handling_var_mps2sq or (has_gyr and gyr > p.handling_gyro_sq):
+            # Shaking is handling only if the phone also tilts when there is a gyro to
+            # tell: a hard launch into a turn swings the horizontal acceleration by
+            # 8 m/s^2 within a window, but the car does not tilt the phone.
+            shaken = var > p.handling_var_mps2sq and (not has_gyr or gyr > p.quiet_gyro_sq)
+            if shaken or (has_gyr and gyr > p.handling_gyro_sq):
                 flag = _F_HANDLING
                 moved = True
             else:
@@ -641,6 +672,9 @@ def _rotate(
         for v in range(w, w_end):
             i0 = win_start[v]
             i1 = win_start[v + 1]
+            win[v, _W_UX] = ux
+            win[v, _W_UY] = uy
+            win[v, _W_UZ] = uz
             if win_flag[v] & _F_HANDLING:
                 for i in range(i0, i1):
                     long_out[i] = math.nan
@@ -813,10 +847,94 @@ def _finish(st, t_s, ch, base, ev_int, ev_peak, pos):
 
 
 @serial
+def _yaw_radps(i, w, lat_mps2, gx, gy, gz, win, p):
+    """Yaw rate (rad/s, positive to the left) at sample i of window w: the gyroscope's
+    rate about the mounting's up direction, else the lateral acceleration over the GPS
+    speed; NaN where the sample has no vehicle frame (handled, a dropout, no yaw)."""
+    la = lat_mps2[i]
+    if math.isnan(la):
+        return math.nan
+    if gx.shape[0] > 0:
+        return gx[i] * win[w, _W_UX] + gy[i] * win[w, _W_UY] + gz[i] * win[w, _W_UZ]
+    v = win[w, _W_GPS_SPEED]
+    if v >= p.turn_min_speed_mps:
+        return la / v
+    return math.nan
+
+
+@serial
+def _turn_rad(k, t_s, lat_mps2, gx, gy, gz, win, win_start, nw, p):
+    """Heading change (rad, unsigned) of the turn through sample k: the yaw rate
+    integrated (each sample holding until the next) over the stretch around k where it
+    keeps k's sign and reaches the minimum turn rate, never across a gap."""
+    lo = 0
+    hi = nw
+    while hi - lo > 1:  # the window holding k: win_start[lo] <= k < win_start[lo + 1]
+        mid = (lo + hi) // 2
+        if win_start[mid] <= k:
+            lo = mid
+        else:
+            hi = mid
+    n = t_s.shape[0]
+    gap_s = p.gap_s
+    min_rate = p.turn_min_yaw_radps
+    r = _yaw_radps(k, lo, lat_mps2, gx, gy, gz, win, p)
+    if not abs(r) >= min_rate:
+        return 0.0
+    sign = 1.0 if r > 0.0 else -1.0
+    total = 0.0
+    i = k
+    w = lo
+    while i + 1 < n and t_s[i + 1] - t_s[i] <= gap_s:
+        r = _yaw_radps(i, w, lat_mps2, gx, gy, gz, win, p) * sign
+        if not r >= min_rate:
+            break
+        total += r * (t_s[i + 1] - t_s[i])
+        i += 1
+        if i >= win_start[w + 1]:
+            w += 1
+    i = k - 1
+    w = lo
+    while i >= 0 and t_s[i + 1] - t_s[i] <= gap_s:
+        if i < win_start[w]:
+            w -= 1
+        r = _yaw_radps(i, w, lat_mps2, gx, gy, gz, win, p) * sign
+        if not r >= min_rate:
+            break
+        total += r * (t_s[i + 1] - t_s[i])
+        i -= 1
+    return total
+
+
+@serial
+def _keep_turns(t_s, lat_mps2, gx, gy, gz, win, win_start, nw, p, base, first, pos, ev_int,
+                ev_peak):
+    """Drop the trip's cornering events (slots first:pos) whose peak is in no turn of
+    more than the minimum heading change, closing up the slots; returns the next slot."""
+    out = first
+    for e in range(first, pos):
+        if ev_int[e, _E_KIND] == EVENT_CORNERING:
+            k = ev_int[e, _E_PEAK] - base
+            if not _turn_rad(k, t_s, lat_mps2, gx, gy, gz, win, win_start, nw, p) > (
+                p.corner_min_turn_rad
+            ):
+                continue
+        if out < e:
+            for c in range(_E_COLS):
+                ev_int[out, c] = ev_int[e, c]
+            ev_peak[out] = ev_peak[e]
+        out += 1
+    return out
+
+
+@serial
 def _trip_events(
     t_s,
     long_mps2,
     lat_mps2,
+    gx,
+    gy,
+    gz,
     hands_free,
     win,
     win_start,
@@ -831,11 +949,13 @@ def _trip_events(
     pos,
 ):
     """The four channels over a trip: acceleration (+long), braking (-long), cornering
-    (|lat| above the speed threshold) and phone handling (speed while handled and not
-    hands-free); acceleration is smoothed by a centred moving mean of +-smooth_half_s
-    that never crosses a gap. Only windows within reach of the smoothing from a hot
-    window are visited: elsewhere no signal reaches a threshold, so the result is the
-    same as visiting every sample. Returns the next event slot."""
+    (|lat| above the speed threshold, in a turn: see _keep_turns) and phone handling
+    (speed while handled and not hands-free); acceleration is smoothed by a centred
+    moving mean of +-smooth_half_s that never crosses a gap. Only windows within reach
+    of the smoothing from a hot window are visited: elsewhere no signal reaches a
+    threshold, so the result is the same as visiting every sample. gx, gy, gz are the
+    trip's gyroscope or empty. Returns the next event slot."""
+    first = pos
     n = t_s.shape[0]
     for c in range(_N_CH):
         st[c, _S_RUN] = 0.0
@@ -933,7 +1053,9 @@ def _trip_events(
                 pos = _step(
                     st, _CH_HANDLING, i, y_hand, ti, cover_s, t_s, ch, base, ev_int, ev_peak, pos
                 )
-    return _finish(st, t_s, ch, base, ev_int, ev_peak, pos)
+    pos = _finish(st, t_s, ch, base, ev_int, ev_peak, pos)
+    return _keep_turns(t_s, lat_mps2, gx, gy, gz, win, win_start, nw, p, base, first, pos,
+                       ev_int, ev_peak)
 
 
 @serial
@@ -1048,6 +1170,9 @@ def _process_trips(
                 t_s[a:b],
                 long_out[a:b],
                 lat_out[a:b],
+                gx[a:b] if has_gyro else gx,
+                gy[a:b] if has_gyro else gy,
+                gz[a:b] if has_gyro else gz,
                 hands_free[a:b] if hands_free.shape[0] > 0 else hands_free,
                 wn,
                 ws,

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from telematics.core.timezones import iana_zone
 from telematics.ingest import MAX_BODY_BYTES, WireError, decode_body
+from telematics.provisional import mark_due
 from telematics.service import problems, uploads
 from telematics.service.auth import (
     AdminDep,
@@ -146,13 +147,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.open(wait=False)
         app.state.store = store
         await run_in_threadpool(warm_up)
-        sweeper = asyncio.create_task(_sweep_inactive(app, settings))
+        tasks = [asyncio.create_task(_sweep_inactive(app, settings)),
+                 asyncio.create_task(_reprice_due(app, settings))]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             store.close()
 
     app = FastAPI(title="ubi telematics", version="1", lifespan=lifespan, responses=PROBLEMS,
@@ -355,6 +358,25 @@ def _trip_view(conn: Any, trip: trip_sql.Trip) -> dict[str, Any]:
     return view
 
 
+async def _reprice_due(app: FastAPI, settings: Settings) -> None:
+    """Keep provisional premiums current: reprice the policies marked due by scored trips,
+    a few hundred at a time (every worker process runs one; they never claim the same)."""
+    from telematics.provisional import reprice_all_due
+
+    def reprice() -> int:
+        store: Store = app.state.store
+        with store.connection() as conn:
+            return reprice_all_due(conn)
+
+    while True:
+        await asyncio.sleep(settings.provisional_interval_s)
+        try:
+            await run_in_threadpool(reprice)
+        except Exception:  # must outlive a database restart
+            log.warning("repricing due provisional premiums failed; retrying", exc_info=True)
+            await asyncio.sleep(max(settings.provisional_interval_s, 5.0))
+
+
 async def _sweep_inactive(app: FastAPI, settings: Settings) -> None:
     """Close and score trips that have had no upload for the inactivity window."""
     from telematics.scoring import score_trip
@@ -367,6 +389,9 @@ async def _sweep_inactive(app: FastAPI, settings: Settings) -> None:
             for device_id, trip_id in stale:
                 with conn.transaction():
                     score_trip(conn, device_id, trip_id)
+                    trip = trip_sql.get_trip(conn, device_id, trip_id)
+                    if trip is not None:
+                        mark_due(conn, trip.policy_id)
         return len(stale)
 
     while True:

@@ -33,6 +33,7 @@ class Settings:
     label_window_days: int = 30
     inactivity_close_s: int = 900
     sweep_interval_s: int = 60
+    provisional_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -46,4 +47,5 @@ class Settings:
             label_window_days=_int("UBI_LABEL_WINDOW_DAYS", 30),
             inactivity_close_s=_int("UBI_INACTIVITY_CLOSE_S", 900),
             sweep_interval_s=_int("UBI_SWEEP_INTERVAL_S", 60),
+            provisional_interval_s=_int("UBI_PROVISIONAL_INTERVAL_MS", 2000) / 1000.0,
         )

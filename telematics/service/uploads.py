@@ -26,8 +26,8 @@ from telematics.ingest import (
     require_str,
 )
 from telematics.obd_scoring import score_obd_feed
+from telematics.provisional import mark_due
 from telematics.service.auth import Principal
-from telematics.service.premium_view import reprice_provisional
 from telematics.service.problems import Problem
 from telematics.service.settings import Settings
 from telematics.store import access
@@ -181,7 +181,7 @@ def trip_batch_work(store: Store, settings: Settings, who: Principal, trip_id: s
         }
         if final or trip.status == "closed":
             result["trip"] = score_trip(conn, device_id, trip_id)
-            reprice_provisional(conn, policy_id)
+            mark_due(conn, policy_id)
         else:
             result["trip"] = {"status": trip.status}
         return 200, result
@@ -199,7 +199,7 @@ def close_work(who: Principal, trip_id: str) -> Work:
         if trip is None:
             raise Problem(404, "not_found", f"no trip '{trip_id}' for this device", "trip_id")
         scored = score_trip(conn, trip.device_id, trip_id)
-        reprice_provisional(conn, trip.policy_id)
+        mark_due(conn, trip.policy_id)
         return 200, {"trip_id": trip_id, "trip": scored}
 
     return work
@@ -244,7 +244,7 @@ def obd_feed_work(store: Store, who: Principal, feed_id: str, obd: CleanStream) 
         trips = score_obd_feed(conn, device_id, feed_id, policy_id,
                                trip_sql.policy_time_zone(conn, policy_id))
         if any(t["status"] != "open" for t in trips):
-            reprice_provisional(conn, policy_id)
+            mark_due(conn, policy_id)
         return 200, {"feed_id": feed_id, "obd": _stream_summary(obd, stored), "trips": trips,
                      "rejected": [r.as_dict() for r in obd.rejected]}
 

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from pricing.validate import gini, ordered_lorenz
+from telematics import provisional
 from telematics.service import charts, pages
 from telematics.service.auth import Principal, principal
 from telematics.service.deps import store_of
@@ -308,6 +309,7 @@ def policy_page(request: Request, policy_id: PolicyId, who: StaffPage) -> Respon
         policy = wb_sql.get_policy(conn, policy_id)
         if policy is None:
             raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
+        provisional.flush(conn, policy_id)  # include every trip scored so far
         views, bad = _views(conn, wb_sql.policy_premiums(conn, policy_id))
         trips = wb_sql.trip_overview(conn, policy_id)
         reviews = privacy_sql.list_reviews(conn, policy_id=policy_id)

@@ -127,6 +127,8 @@ EXPORT_QUERIES: dict[str, str] = {
 NOT_EXPORTED = {"schema_migrations": "no personal data", "rating_plans": "no personal data",
                 "api_tokens": "staff credentials",
                 "pricing_runs": "portfolio totals and medians of a repricing run, no policy's data",
+                "provisional_due": "a mark that the provisional premium is due, removed within"
+                                   " seconds; the premium itself is exported",
                 "privacy_keys": "the secret that protects the policyholder's privacy zones"}
 
 

@@ -104,8 +104,12 @@ def naive_trip(
             e = e[np.isfinite(e)]
             if e.size:
                 gyr[w] = e.mean()
-        if a.shape[0] and np.linalg.norm(mean[w]) > 0:
-            up = mean[w] / np.linalg.norm(mean[w])
+        if (
+            a.shape[0]
+            and var[w] <= p.quiet_std_mps2**2
+            and abs(np.linalg.norm(mean[w]) - p.gravity_mps2) <= p.quiet_gravity_tol_mps2
+        ):
+            up = mean[w] / np.linalg.norm(mean[w])  # the last quiet window's gravity
         speed[w], gacc[w] = _gps_at(0.5 * (t[i0] + t[i1 - 1]), gps_t, gps_v, p.gps_gap_s)
 
     # Mountings.
@@ -132,7 +136,9 @@ def naive_trip(
                 and mean[w] @ ref / np.linalg.norm(ref)
                 < np.cos(np.radians(p.off_pose_angle_deg)) * p.gravity_mps2
             )
-            if var[w] > p.handling_std_mps2**2 or (has_gyr and gyr[w] > p.handling_gyro_radps**2):
+            tilting = not has_gyr or gyr[w] > p.quiet_gyro_radps**2
+            shaken = var[w] > p.handling_std_mps2**2 and tilting
+            if shaken or (has_gyr and gyr[w] > p.handling_gyro_radps**2):
                 f = 4
                 moved = True
             elif (
@@ -187,6 +193,7 @@ def naive_trip(
     vert = np.full(n, np.nan)
     handled = np.zeros(n, dtype=bool)
     wspeed = np.full(n, np.nan)
+    up = np.full((n, 3), np.nan)  # each sample's mounting's up direction
     for s in range(cur + 1):
         ws = np.flatnonzero(seg == s)
         steady = [w for w in ws if np.isfinite(var[w]) and not flags[w] & 4]
@@ -230,6 +237,7 @@ def naive_trip(
         for w in ws:
             i0, i1 = wins[w]
             wspeed[i0:i1] = speed[w]
+            up[i0:i1] = u
             if flags[w] & 4:
                 handled[i0:i1] = True
                 continue
@@ -238,7 +246,48 @@ def naive_trip(
             vert[i0:i1] = acc[i0:i1] @ u - gmag
 
     events, peaks = _naive_events(t, long_, lat, handled, hands_free, wspeed, p)
+    # Yaw rate: the gyro about the mounting's up, else lateral over the GPS speed; only
+    # where the sample has a vehicle frame.
+    if gyro is not None:
+        yaw = np.einsum("ij,ij->i", gyro, up)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            yaw = np.where(wspeed >= p.turn_min_speed_mps, lat / wspeed, np.nan)
+    yaw = np.where(np.isfinite(lat), yaw, np.nan)
+    kept = [q for q, e in enumerate(events)
+            if e[0] != EVENT_CORNERING
+            or _naive_turn_deg(t, yaw, e[4], p) > p.corner_min_heading_change_deg]
+    events = [events[q] for q in kept]
+    peaks = [peaks[q] for q in kept]
     return NaiveTrip(long_, lat, vert, handled, cur + 1 if n else 0, wspeed, events, peaks)
+
+
+def _naive_turn_deg(t: np.ndarray, yaw: np.ndarray, k: int, p: ImuParams) -> float:
+    """Heading change through sample k: yaw rate times the time to the next sample,
+    summed over the samples around k with k's sign and at least the minimum turn rate,
+    stopping at a gap."""
+    floor = np.radians(p.turn_min_yaw_rate_dps)
+    if not abs(yaw[k]) >= floor:
+        return 0.0
+    sign = np.sign(yaw[k])
+    steps = np.diff(t)
+    linked = steps <= p.gap_s  # sample i is joined to sample i + 1
+
+    def turning(i: int) -> bool:
+        return bool(yaw[i] * sign >= floor)
+
+    stretch = [k]
+    i = k - 1
+    while i >= 0 and linked[i] and turning(i):
+        stretch.append(i)
+        i -= 1
+    i = k + 1
+    while i < t.size and linked[i - 1] and turning(i):
+        stretch.append(i)
+        i += 1
+    # Each sample holds until the next one, if joined to it.
+    total = sum(yaw[i] * steps[i] for i in stretch if i < steps.size and linked[i])
+    return float(np.degrees(abs(total)))
 
 
 def _naive_events(t, long_, lat, handled, hands_free, wspeed, p):

@@ -72,16 +72,7 @@ def test_population_is_big_enough(fleet: SimulationResult, report: dict[str, Any
     assert (fleet.trips["mode"].isin(["bus", "train", "walk"])).sum() >= 200
 
 
-CORNERING_GAP = ("issue 4: turns out of a junction under hard acceleration reach 3.6 m/s^2 "
-                 "above 18 km/h for a few tenths of a second (truth recall 0.92 at 10 Hz); "
-                 "harsh events while the phone is in the hand are invisible to the IMU")
-
-
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=CORNERING_GAP))
-    if k == "cornering" else k
-    for k in HARSH_KINDS
-])
+@pytest.mark.parametrize("kind", HARSH_KINDS)
 def test_harsh_events_are_recovered(report: dict[str, Any], kind: str) -> None:
     figures = report["events"][kind]
     assert figures["precision"] >= 0.95, figures
