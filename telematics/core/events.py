@@ -59,10 +59,13 @@ def _detect_runs(
     ev_end = 0
     ev_peak = 0
     ev_end_t = 0.0
+    # Negation is exact, so ``sign * v >= level`` is ``v <= threshold`` for direction -1
+    # (and false for NaN): one branch-free comparison in the loop most samples leave at once.
+    sign = 1.0 if direction > 0 else -1.0
+    level = sign * threshold
     i = 0
     while i < n:
-        v = value[i]
-        if not (v >= threshold if direction > 0 else v <= threshold):
+        if not sign * value[i] >= level:
             i += 1
             continue
         run_start = i
@@ -70,7 +73,7 @@ def _detect_runs(
         j = i
         while j + 1 < n and t_s[j + 1] - t_s[j] <= max_gap_s:
             w = value[j + 1]
-            if not (w >= threshold if direction > 0 else w <= threshold):
+            if not sign * w >= level:
                 break
             j += 1
             if (w - value[peak]) * direction > 0.0:
@@ -233,22 +236,25 @@ def _gps_trip_events(
     accel_mps2: FloatArray, lat_accel_mps2: FloatArray, heading_rate_dps: FloatArray,
     speed_limit_mps: FloatArray, prior_driving_s: float, p: KernelParams,
     ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray, driving_end_out: FloatArray,
+    ints: IntArray, floats: FloatArray,
 ) -> int:
     """All GPS events of one cleaned trip with its kinematics; return the event count.
 
     Events are written while they fit in ``ev_kind``'s length (see ``_detect_runs``).
     ``prior_driving_s`` is the driving time without a break carried in from earlier trips;
     ``driving_end_out[0]`` receives the driving time without a break at the trip's end.
+    ``ints[6, >= n]`` and ``floats[3, >= n]`` are scratch, reused across trips by the
+    caller. ``lat_accel_mps2`` only needs to be exact where its magnitude reaches half
+    ``corner_lateral_mps2`` (and ``heading_rate_dps`` there): smaller values only ever
+    fail the comparisons below, so a kernel may leave any such smaller value in place.
     """
     n = t_s.shape[0]
     driving_end_out[0] = prior_driving_s
     if n == 0:
         return 0
-    ints = np.empty((6, n), dtype=np.int64)
-    floats = np.empty((3, n))
-    a_start, a_end, a_peak, b_start, b_end, b_peak = (ints[0], ints[1], ints[2], ints[3],
-                                                      ints[4], ints[5])
-    a_end_t, b_end_t, series = floats[0], floats[1], floats[2]
+    a_start, a_end, a_peak, b_start, b_end, b_peak = (ints[0, :n], ints[1, :n], ints[2, :n],
+                                                      ints[3, :n], ints[4, :n], ints[5, :n])
+    a_end_t, b_end_t, series = floats[0, :n], floats[1, :n], floats[2, :n]
     q = 0
     # Harsh and moderate braking, then acceleration: a moderate event overlapping a harsh
     # one of its kind is the same manoeuvre and is reported once, as the harsh one.

@@ -36,7 +36,7 @@ from telematics.core.events import (
 )
 from telematics.core.jit import dynamic_schedule, serial
 from telematics.core.jit import parallel as parallel_jit
-from telematics.core.kinematics import _kinematics_trip
+from telematics.core.kinematics import _trip_motion
 from telematics.core.params import DEFAULT_PARAMS, GpsParams, KernelParams
 from telematics.core.timezones import utc_offsets_s
 
@@ -72,19 +72,18 @@ def _in_band(hour: float, start_h: float, end_h: float) -> bool:
 
 
 @serial
-def _bin_index(x: float, edges: FloatArray, guess: int) -> int:
+def _bin_index(x: float, edges: FloatArray) -> int:
     """Index of the bin [edges[b], edges[b+1]) holding x, or -1 outside or NaN.
 
-    Consecutive samples mostly share a bin, so the search starts at ``guess``.
+    Counts the inner edges at or below x without branching: accelerations hop between
+    neighbouring bins from one fix to the next, and a search mispredicts on each hop.
     """
     last = edges.shape[0] - 1
     if not (edges[0] <= x < edges[last]):
         return -1
-    b = min(max(guess, 0), last - 1)
-    while x < edges[b]:
-        b -= 1
-    while x >= edges[b + 1]:
-        b += 1
+    b = 0
+    for j in range(1, last):
+        b += x >= edges[j]
     return b
 
 
@@ -96,12 +95,13 @@ def _trip_features(
     jerk_mps3: FloatArray, accuracy_m: FloatArray, speed_limit_mps: FloatArray,
     utc_offset_s: FloatArray, n_raw: int, p: KernelParams,
     speed_edges_mps: FloatArray, accel_edges_mps2: FloatArray,
-    feat: FloatArray, heat: FloatArray,
+    feat: FloatArray, heat: FloatArray, context: FloatArray,
 ) -> None:
     """Fill one trip's kernel feature row (``KERNEL_COLUMNS``) and heatmap row (seconds).
 
     ``dist_m`` is the driven distance per step (kinematics' ``path_m``), ``chord_m`` the
-    geodesic step between fixes (kinematics' ``dist_m``).
+    geodesic step between fixes (kinematics' ``dist_m``); ``context`` is scratch of at
+    least the trip's length.
     """
     m = t_s.shape[0]
     for c in range(feat.shape[0]):
@@ -121,13 +121,21 @@ def _trip_features(
     duration = t_s[m - 1] - t_s[0]
     feat[F_DUR] = duration
     # Road context: mean speed over a centred window, so a red light on a rural road
-    # stays rural; two pointers keep it linear.
-    context = np.empty(m)
+    # stays rural; two pointers keep it linear. The per-fix sums ride along.
     half = 0.5 * p.context_window_s
     lo = 0
     hi = 0
     total = 0.0
     count = 0
+    vmax = -math.inf
+    jerk_sum = 0.0
+    jerk_n = 0
+    acc_sum = 0.0
+    acc_score = 0.0
+    acc_n = 0
+    disc_sum = 0.0
+    disc_n = 0
+    span = p.max_accuracy_m - p.quality_accuracy_good_m
     for i in range(m):
         while hi < m and t_s[hi] <= t_s[i] + half:
             if speed_mps[hi] == speed_mps[hi]:
@@ -140,6 +148,20 @@ def _trip_features(
                 count -= 1
             lo += 1
         context[i] = total / count if count > 0 else math.nan
+        if speed_mps[i] > vmax:
+            vmax = speed_mps[i]
+        if jerk_mps3[i] == jerk_mps3[i]:
+            jerk_sum += abs(jerk_mps3[i])
+            jerk_n += 1
+        a = accuracy_m[i]
+        if a == a:
+            acc_sum += a
+            acc_n += 1
+            acc_score += min(1.0, max(0.0, (p.max_accuracy_m - a) / span)) if span > 0 else 1.0
+        diff = rx_speed_mps[i] - pos_speed_mps[i]
+        if diff == diff:
+            disc_sum += abs(diff)
+            disc_n += 1
     n_accel_bins = accel_edges_mps2.shape[0] - 1
     dist = 0.0
     chord = 0.0
@@ -157,8 +179,6 @@ def _trip_features(
     urban = 0.0
     rural = 0.0
     motorway = 0.0
-    sb = 0
-    ab = 0
     day_start = math.inf
     weekday = False
     for i in range(1, m):
@@ -204,8 +224,8 @@ def _trip_features(
             motorway += d
         elif ctx == ctx:
             rural += d
-        sb = _bin_index(speed_mps[i - 1], speed_edges_mps, sb)
-        ab = _bin_index(accel_mps2[i - 1], accel_edges_mps2, ab)
+        sb = _bin_index(speed_mps[i - 1], speed_edges_mps)
+        ab = _bin_index(accel_mps2[i - 1], accel_edges_mps2)
         if sb >= 0 and ab >= 0:
             heat[sb * n_accel_bins + ab] += dt
     feat[F_DIST] = dist
@@ -222,30 +242,6 @@ def _trip_features(
     feat[F_URBAN] = urban
     feat[F_RURAL] = rural
     feat[F_MOTORWAY] = motorway
-    vmax = -math.inf
-    jerk_sum = 0.0
-    jerk_n = 0
-    acc_sum = 0.0
-    acc_score = 0.0
-    acc_n = 0
-    disc_sum = 0.0
-    disc_n = 0
-    span = p.max_accuracy_m - p.quality_accuracy_good_m
-    for i in range(m):
-        if speed_mps[i] > vmax:
-            vmax = speed_mps[i]
-        if jerk_mps3[i] == jerk_mps3[i]:
-            jerk_sum += abs(jerk_mps3[i])
-            jerk_n += 1
-        a = accuracy_m[i]
-        if a == a:
-            acc_sum += a
-            acc_n += 1
-            acc_score += min(1.0, max(0.0, (p.max_accuracy_m - a) / span)) if span > 0 else 1.0
-        diff = rx_speed_mps[i] - pos_speed_mps[i]
-        if diff == diff:
-            disc_sum += abs(diff)
-            disc_n += 1
     feat[F_VMAX] = vmax if vmax > -math.inf else math.nan
     feat[F_VMEAN] = moving_dist / moving if moving > 0.0 else math.nan
     feat[F_LIMIT_KNOWN] = limit_known / moving if moving > 0.0 else math.nan
@@ -260,6 +256,13 @@ def _trip_features(
         feat[F_SCORED] = 1.0
 
 
+# Rows of a chunk's float scratch: the trip's gathered columns, then its kinematics.
+(_S_T, _S_LAT, _S_LON, _S_ACC, _S_RX, _S_LIMIT, _S_OFFSET, _S_CHORD, _S_DIST, _S_POS_SPEED,
+ _S_SPEED, _S_ACCEL, _S_JERK, _S_HEADING_RATE, _S_LAT_ACCEL, _S_EAST, _S_NORTH,
+ _S_CONTEXT) = range(18)
+_N_SCRATCH_ROWS = 18
+
+
 @serial
 def _trip_pipeline(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
@@ -267,19 +270,28 @@ def _trip_pipeline(
     now_s: float, prior_driving_s: float, p: KernelParams,
     speed_edges_mps: FloatArray, accel_edges_mps2: FloatArray,
     feat: FloatArray, heat: FloatArray, ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray,
+    keep: IntArray, scratch: FloatArray, flags: np.ndarray, ev_ints: IntArray,
+    ev_floats: FloatArray,
 ) -> int:
-    """Clean, kinematics, events and features of one raw trip; return its event count."""
-    keep = np.empty(t_s.shape[0], dtype=np.int64)
+    """Clean, kinematics, events and features of one raw trip; return its event count.
+
+    The rest is scratch with at least the trip's length per row, reused from trip to trip:
+    ``keep``, ``scratch[_N_SCRATCH_ROWS]``, ``flags[2]`` and the events' ``ev_ints[6]``
+    and ``ev_floats[3]``.
+    """
     m = _clean_trip(t_s, lat_deg, lon_deg, accuracy_m, now_s, p, keep)
     # Received fixes count distinct times, so a re-sent upload does not lower kept_share.
     n_raw = 0
     for i in range(t_s.shape[0]):
         if i == 0 or t_s[i] != t_s[i - 1]:
             n_raw += 1
-    # One scratch block per trip instead of one allocation per column.
-    scratch = np.empty((16, m))
-    t, lat, lon, acc, rx, limit, offset = (scratch[0], scratch[1], scratch[2], scratch[3],
-                                           scratch[4], scratch[5], scratch[6])
+    t = scratch[_S_T, :m]
+    lat = scratch[_S_LAT, :m]
+    lon = scratch[_S_LON, :m]
+    acc = scratch[_S_ACC, :m]
+    rx = scratch[_S_RX, :m]
+    limit = scratch[_S_LIMIT, :m]
+    offset = scratch[_S_OFFSET, :m]
     for j in range(m):
         i = keep[j]
         t[j] = t_s[i]
@@ -289,40 +301,66 @@ def _trip_pipeline(
         rx[j] = rx_speed_mps[i]
         limit[j] = speed_limit_mps[i]
         offset[j] = utc_offset_s[i]
-    chord, dist, pos_speed, speed, accel = scratch[7], scratch[8], scratch[9], scratch[10], scratch[11]
-    jerk, heading, heading_rate, lat_accel = scratch[12], scratch[13], scratch[14], scratch[15]
-    gap = np.empty(m, dtype=np.bool_)
-    _kinematics_trip(t, lat, lon, rx, p, chord, dist, gap, pos_speed, speed, accel, jerk,
-                     heading, heading_rate, lat_accel)
+    chord = scratch[_S_CHORD, :m]
+    dist = scratch[_S_DIST, :m]
+    pos_speed = scratch[_S_POS_SPEED, :m]
+    speed = scratch[_S_SPEED, :m]
+    accel = scratch[_S_ACCEL, :m]
+    jerk = scratch[_S_JERK, :m]
+    heading_rate = scratch[_S_HEADING_RATE, :m]
+    lat_accel = scratch[_S_LAT_ACCEL, :m]
+    gap = flags[0, :m]
+    # Cornering looks at lateral acceleration from half its threshold up (see
+    # _gps_trip_events): below that the kinematics need not take an arctangent.
+    _trip_motion(t, lat, lon, rx, p, 0.5 * p.corner_lateral_mps2, chord, dist, gap,
+                 pos_speed, speed, accel, jerk, heading_rate, lat_accel,
+                 scratch[_S_EAST, :m], scratch[_S_NORTH, :m], flags[1, :m])
     n_events = _gps_trip_events(t, lat, lon, speed, accel, lat_accel, heading_rate, limit,
                                 prior_driving_s, p, ev_kind, ev_sev, ev_f,
-                                feat[F_DRIVING_END:F_DRIVING_END + 1])
+                                feat[F_DRIVING_END:F_DRIVING_END + 1], ev_ints, ev_floats)
     _trip_features(t, chord, dist, gap, speed, pos_speed, rx, accel, jerk, acc, limit, offset,
-                   n_raw, p, speed_edges_mps, accel_edges_mps2, feat, heat)
+                   n_raw, p, speed_edges_mps, accel_edges_mps2, feat, heat,
+                   scratch[_S_CONTEXT, :m])
     return n_events
 
 
 def _features_batch(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
     rx_speed_mps: FloatArray, speed_limit_mps: FloatArray, utc_offset_s: FloatArray,
-    offsets: IntArray, ev_offsets: IntArray, now_s: float, prior_driving_s: FloatArray,
-    p: KernelParams, speed_edges_mps: FloatArray, accel_edges_mps2: FloatArray,
+    offsets: IntArray, chunks: IntArray, ev_offsets: IntArray, now_s: float,
+    prior_driving_s: FloatArray, p: KernelParams, speed_edges_mps: FloatArray,
+    accel_edges_mps2: FloatArray,
     feat: FloatArray, heat: FloatArray, ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray,
     n_events: IntArray,
 ) -> None:
     """Run :func:`_trip_pipeline` per trip; trip k owns ``feat[k]``, ``heat[k]``,
-    ``n_events[k]`` and event slots ``ev_offsets[k]:ev_offsets[k + 1]``."""
-    for k in numba.prange(offsets.shape[0] - 1):
-        s = offsets[k]
-        e = offsets[k + 1]
-        es = ev_offsets[k]
-        ee = ev_offsets[k + 1]
-        n_events[k] = _trip_pipeline(
-            t_s[s:e], lat_deg[s:e], lon_deg[s:e], accuracy_m[s:e], rx_speed_mps[s:e],
-            speed_limit_mps[s:e], utc_offset_s[s:e], now_s, prior_driving_s[k], p,
-            speed_edges_mps, accel_edges_mps2, feat[k], heat[k], ev_kind[es:ee],
-            ev_sev[es:ee], ev_f[es:ee],
-        )
+    ``n_events[k]`` and event slots ``ev_offsets[k]:ev_offsets[k + 1]``.
+
+    The loop runs over chunks of trips ``chunks[c]:chunks[c + 1]`` of similar sample
+    counts (see :func:`_trip_chunks`); each chunk allocates its scratch once.
+    """
+    for c in numba.prange(chunks.shape[0] - 1):
+        k0 = chunks[c]
+        k1 = chunks[c + 1]
+        longest = 0
+        for k in range(k0, k1):
+            longest = max(longest, offsets[k + 1] - offsets[k])
+        keep = np.empty(longest, dtype=np.int64)
+        scratch = np.empty((_N_SCRATCH_ROWS, longest))
+        flags = np.empty((2, longest), dtype=np.bool_)
+        ev_ints = np.empty((6, longest), dtype=np.int64)
+        ev_floats = np.empty((3, longest))
+        for k in range(k0, k1):
+            s = offsets[k]
+            e = offsets[k + 1]
+            es = ev_offsets[k]
+            ee = ev_offsets[k + 1]
+            n_events[k] = _trip_pipeline(
+                t_s[s:e], lat_deg[s:e], lon_deg[s:e], accuracy_m[s:e], rx_speed_mps[s:e],
+                speed_limit_mps[s:e], utc_offset_s[s:e], now_s, prior_driving_s[k], p,
+                speed_edges_mps, accel_edges_mps2, feat[k], heat[k], ev_kind[es:ee],
+                ev_sev[es:ee], ev_f[es:ee], keep, scratch, flags, ev_ints, ev_floats,
+            )
 
 
 _features_serial = serial(_features_batch)
@@ -370,6 +408,42 @@ def heatmap_columns(params: GpsParams = DEFAULT_PARAMS) -> list[str]:
     return [f"heatmap_s_v{i}_a{j}" for i in range(n_speed) for j in range(n_accel)]
 
 
+# Samples per chunk of trips handed to a thread: enough to amortise the chunk's scratch,
+# few enough that two threads balance on a batch of a few hundred trips.
+_CHUNK_SAMPLES = 16384
+# Event slots per trip: one per this many samples plus a floor; a trip with more events
+# (an event every few samples) is re-run alone with a provable bound.
+_SAMPLES_PER_EVENT_SLOT = 8
+_MIN_EVENT_SLOTS = 16
+
+
+def _trip_chunks(offsets: IntArray, chunk_samples: int = _CHUNK_SAMPLES) -> IntArray:
+    """Trip boundaries ``chunks[n_chunks + 1]`` cutting the batch into runs of trips of
+    about ``chunk_samples`` samples each (a long trip is a chunk of its own)."""
+    n_trips = offsets.shape[0] - 1
+    marks = np.arange(chunk_samples, offsets[-1], chunk_samples, dtype=np.int64)
+    cuts = np.searchsorted(offsets[:-1], marks, side="left")
+    return np.unique(np.concatenate(([0], cuts, [n_trips])).astype(np.int64))
+
+
+@serial
+def _compact_events(
+    ev_offsets: IntArray, n_events: IntArray, ev_kind: IntArray, ev_sev: IntArray,
+    ev_f: FloatArray, out_offsets: IntArray,
+    trip_out: IntArray, kind_out: IntArray, sev_out: IntArray, f_out: FloatArray,
+) -> None:
+    """Move each trip's written events from its slots to ``out_offsets[k]:``."""
+    for k in range(n_events.shape[0]):
+        o = out_offsets[k]
+        for q in range(out_offsets[k + 1] - o):
+            slot = ev_offsets[k] + q
+            trip_out[o + q] = k
+            kind_out[o + q] = ev_kind[slot]
+            sev_out[o + q] = ev_sev[slot]
+            for c in range(N_EV_FLOAT):
+                f_out[o + q, c] = ev_f[slot, c]
+
+
 def _run_kernel(
     columns: tuple[FloatArray, ...], offsets: IntArray, capacity: IntArray, now_s: float,
     prior: FloatArray, p: KernelParams, edges: tuple[FloatArray, FloatArray], n_heat: int,
@@ -388,13 +462,15 @@ def _run_kernel(
     ev_f = np.empty((n_slots, N_EV_FLOAT))
     n_events = np.empty(n_trips, dtype=np.int64)
     kernel: Any = _features_parallel if use_parallel else _features_serial
-    with dynamic_schedule():
-        kernel(*columns, offsets, ev_offsets, now_s, prior, p, edges[0], edges[1], feat, heat,
-               ev_kind, ev_sev, ev_f, n_events)
-    rank = np.arange(n_slots) - np.repeat(ev_offsets[:-1], capacity)
-    sel = rank < np.repeat(np.minimum(n_events, capacity), capacity)
-    trip = np.repeat(np.arange(n_trips, dtype=np.int64), capacity)
-    events = _EventArrays(trip[sel], ev_kind[sel], ev_sev[sel], ev_f[sel])
+    with dynamic_schedule(1):
+        kernel(*columns, offsets, _trip_chunks(offsets), ev_offsets, now_s, prior, p,
+               edges[0], edges[1], feat, heat, ev_kind, ev_sev, ev_f, n_events)
+    out_offsets = np.zeros(n_trips + 1, dtype=np.int64)
+    np.cumsum(np.minimum(n_events, capacity), out=out_offsets[1:])
+    n_out = int(out_offsets[-1])
+    events = _EventArrays(np.empty(n_out, dtype=np.int64), np.empty(n_out, dtype=np.int64),
+                          np.empty(n_out, dtype=np.int64), np.empty((n_out, N_EV_FLOAT)))
+    _compact_events(ev_offsets, n_events, ev_kind, ev_sev, ev_f, out_offsets, *events)
     return feat, heat, events, n_events, capacity
 
 
@@ -530,7 +606,8 @@ def compute_trip_features(
     n_heat = (edges[0].shape[0] - 1) * (edges[1].shape[0] - 1)
     columns = (t, lat, lon, acc, rx, limit, utc_offset)
     feat, heat, events, n_events, capacity = _run_kernel(
-        columns, offs, np.diff(offs) + 4, now, prior, p, edges, n_heat, parallel
+        columns, offs, np.diff(offs) // _SAMPLES_PER_EVENT_SLOT + _MIN_EVENT_SLOTS, now, prior,
+        p, edges, n_heat, parallel,
     )
     parts = [events]
     # A trip with more events than slots (rare: an event every few samples) is re-run

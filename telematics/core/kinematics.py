@@ -19,6 +19,7 @@ from telematics.core.clean import _is_strictly_increasing
 from telematics.core.geo import (
     _ANCHOR_SPAN_DEG,
     _DEG,
+    _atan2,
     _bearing_deg,
     _radii_anchor,
     _radii_near,
@@ -121,6 +122,115 @@ def _kinematics_trip(
     for i in range(1, n - 1):
         turn = _wrap_rad((heading_deg[i] - heading_deg[i - 1]) * _DEG)
         rate = turn / (0.5 * (t_s[i + 1] - t_s[i - 1]))
+        heading_rate_dps[i] = rate / _DEG
+        lat_accel_mps2[i] = -speed_mps[i] * rate
+
+
+@serial
+def _trip_motion(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, rx_speed_mps: FloatArray,
+    p: KernelParams, lat_floor_mps2: float,
+    dist_m: FloatArray, path_m: FloatArray, gap_before: np.ndarray, pos_speed_mps: FloatArray,
+    speed_mps: FloatArray, accel_mps2: FloatArray, jerk_mps3: FloatArray,
+    heading_rate_dps: FloatArray, lat_accel_mps2: FloatArray,
+    east_m: FloatArray, north_m: FloatArray, heading_ok: np.ndarray,
+) -> None:
+    """:func:`_kinematics_trip` for the feature pipeline, which needs no headings.
+
+    Same outputs (see there) but for two things. The turn at fix i comes straight from
+    its two step vectors (``atan2(cross, dot)``, no bearing per step). And where a bound
+    proves ``|lat_accel_mps2[i]| < lat_floor_mps2`` (``|atan x| <= |x|``), no arctangent
+    is taken at all: both ``lat_accel_mps2[i]`` and ``heading_rate_dps[i]`` are set to
+    0.0, a placeholder below the floor. ``east_m``, ``north_m`` and ``heading_ok`` are
+    scratch of at least the trip's length.
+    """
+    n = t_s.shape[0]
+    if n == 0:
+        return
+    anchor = _radii_anchor(lat_deg[0])
+    m_prev, nc_prev = _radii_near(lat_deg[0], anchor)
+    dist_m[0] = 0.0
+    path_m[0] = 0.0
+    gap_before[0] = True
+    heading_ok[0] = False
+    for i in range(1, n):
+        if abs(lat_deg[i] - anchor[0]) > _ANCHOR_SPAN_DEG:
+            anchor = _radii_anchor(lat_deg[i])
+        m_i, nc_i = _radii_near(lat_deg[i], anchor)
+        east, north = _step_en(lat_deg[i - 1], lon_deg[i - 1], m_prev, nc_prev,
+                               lat_deg[i], lon_deg[i], m_i, nc_i)
+        m_prev, nc_prev = m_i, nc_i
+        d = math.sqrt(east * east + north * north)
+        dt = t_s[i] - t_s[i - 1]
+        dist_m[i] = d
+        east_m[i] = east
+        north_m[i] = north
+        gap = dt > p.gap_s or d > p.max_implied_speed_mps * dt
+        gap_before[i] = gap
+        heading_ok[i] = not gap and d >= p.min_heading_speed_mps * dt
+        rx0 = rx_speed_mps[i - 1]
+        rx1 = rx_speed_mps[i]
+        if (dt <= p.gap_s and rx0 >= 0.0 and rx0 <= p.max_implied_speed_mps and rx1 >= 0.0
+                and rx1 <= p.max_implied_speed_mps):
+            if rx0 < p.standstill_speed_mps:
+                rx0 = 0.0
+            if rx1 < p.standstill_speed_mps:
+                rx1 = 0.0
+            path_m[i] = 0.5 * (rx0 + rx1) * dt
+        else:
+            path_m[i] = d
+    # Speed at i needs the step after it: speeds run one fix behind the steps, and
+    # acceleration (i - 1) and jerk (i - 2) behind the speeds.
+    for i in range(n):
+        total = 0.0
+        span = 0.0
+        if i > 0 and not gap_before[i]:
+            total += dist_m[i]
+            span += t_s[i] - t_s[i - 1]
+        if i + 1 < n and not gap_before[i + 1]:
+            total += dist_m[i + 1]
+            span += t_s[i + 1] - t_s[i]
+        pos_speed_mps[i] = total / span if span > 0.0 else math.nan
+        rx = rx_speed_mps[i]
+        speed_mps[i] = rx if rx >= 0.0 and rx <= p.max_implied_speed_mps else pos_speed_mps[i]
+        if i >= 1:
+            if gap_before[i]:
+                accel_mps2[i - 1] = math.nan
+            else:
+                accel_mps2[i - 1] = (speed_mps[i] - speed_mps[i - 1]) / (t_s[i] - t_s[i - 1])
+        if i >= 2:
+            if gap_before[i - 1] or gap_before[i]:
+                jerk_mps3[i - 2] = math.nan
+            else:
+                jerk_mps3[i - 2] = (accel_mps2[i - 1] - accel_mps2[i - 2]) / (
+                    0.5 * (t_s[i] - t_s[i - 2]))
+    accel_mps2[n - 1] = math.nan
+    jerk_mps3[n - 1] = math.nan
+    if n >= 2:
+        jerk_mps3[n - 2] = math.nan
+    heading_rate_dps[0] = math.nan
+    lat_accel_mps2[0] = math.nan
+    heading_rate_dps[n - 1] = math.nan
+    lat_accel_mps2[n - 1] = math.nan
+    # A bound just under the floor, so that values within rounding of it take the exact path.
+    floor = lat_floor_mps2 * (1.0 - 1e-6)
+    for i in range(1, n - 1):
+        if not (heading_ok[i] and heading_ok[i + 1]):
+            heading_rate_dps[i] = math.nan
+            lat_accel_mps2[i] = math.nan
+            continue
+        e0 = east_m[i]
+        n0 = north_m[i]
+        e1 = east_m[i + 1]
+        n1 = north_m[i + 1]
+        cross = n0 * e1 - e0 * n1
+        dot = n0 * n1 + e0 * e1
+        half_span = 0.5 * (t_s[i + 1] - t_s[i - 1])
+        if dot > 0.0 and abs(speed_mps[i]) * abs(cross) < floor * dot * half_span:
+            heading_rate_dps[i] = 0.0
+            lat_accel_mps2[i] = 0.0
+            continue
+        rate = _atan2(cross, dot) / half_span
         heading_rate_dps[i] = rate / _DEG
         lat_accel_mps2[i] = -speed_mps[i] * rate
 

@@ -172,3 +172,32 @@ def test_long_trip_across_two_dst_changes_is_looked_up_per_sample():
                                 now_s=t[-1]).features.iloc[0]
     ref = naive_trip_features(t, lat, lon, np.full(t.shape, np.nan), "Europe/Amsterdam", P)
     assert row["night_s"] == pytest.approx(ref["night_s"])
+
+
+def test_batch_over_many_chunks_equals_trips_alone(monkeypatch):
+    # Small chunks of trips, so that this batch spans many, with empty and one-fix trips.
+    from telematics.core import features
+
+    chunks = features._trip_chunks
+    monkeypatch.setattr(features, "_trip_chunks", lambda offsets: chunks(offsets, 1000))
+    rng = np.random.default_rng(17)
+    trips = []
+    for i in range(40):
+        n = int(rng.choice([0, 1, 2, 700, 1500]))
+        tr = track(np.clip(15 + np.cumsum(rng.normal(0, 1.5, max(n - 1, 0))), 0, 45),
+                   heading_deg=np.cumsum(rng.normal(0, 8, max(n - 1, 0))), t0=T0 + 5000 * i)
+        trips.append({k: v[:n] for k, v in tr.items()})
+    cols, offsets = batch(*trips)
+    assert chunks(offsets, 1000).shape[0] > 10
+    serial = _features(cols, offsets, time_zone="Europe/Amsterdam")
+    par = _features(cols, offsets, time_zone="Europe/Amsterdam", parallel=True)
+    pd.testing.assert_frame_equal(serial.features, par.features)
+    pd.testing.assert_frame_equal(serial.events, par.events)
+    for k in (0, 7, 23, 39):
+        s, e = offsets[k], offsets[k + 1]
+        alone = _features({c: v[s:e] for c, v in cols.items()}, time_zone="Europe/Amsterdam")
+        want = serial.features.iloc[[k]].drop(columns="trip").reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone.features.drop(columns="trip"), want)
+        ev = serial.events[serial.events["trip"] == k].drop(columns="trip")
+        pd.testing.assert_frame_equal(alone.events.drop(columns="trip"),
+                                      ev.reset_index(drop=True))

@@ -99,3 +99,37 @@ def test_requires_clean_input():
         compute_kinematics([1.0, 1.0], [52.0, 52.0], [4.0, 4.0])
     with pytest.raises(ValueError, match="lat_deg"):
         compute_kinematics([1.0, 2.0], [np.nan, 52.0], [4.0, 4.0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_feature_pipeline_motion_matches_full_kinematics(seed):
+    # The pipeline's kernel skips headings and, where a bound proves the lateral
+    # acceleration below the floor, the arctangent: everything else must be identical.
+    from telematics.core.kinematics import _trip_motion
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    tr = track(np.clip(np.cumsum(rng.normal(0, 1.5, n - 1)) + 8, 0, 40),
+               heading_deg=np.cumsum(rng.normal(0, 12, n - 1)))
+    tr["t_s"][150:] += 12.0  # a gap
+    tr["speed_mps"][rng.random(n) < 0.2] = np.nan
+    floor = 0.5 * P.corner_lateral_mps2
+    ref = _kin(tr)
+    out = [np.empty(n) for _ in range(9)]
+    gap = np.empty(n, dtype=bool)
+    _trip_motion(tr["t_s"], tr["lat_deg"], tr["lon_deg"], tr["speed_mps"], P.kernel(), floor,
+                 out[0], out[1], gap, out[2], out[3], out[4], out[5], out[6], out[7],
+                 np.empty(n), np.empty(n), np.empty(n, dtype=bool))
+    dist, path, pos_speed, speed, accel, jerk, heading_rate, lat_accel, _ = out
+    np.testing.assert_array_equal(gap, ref.gap_before)
+    for got, want in ((dist, ref.dist_m), (path, ref.path_m), (pos_speed, ref.pos_speed_mps),
+                      (speed, ref.speed_mps), (accel, ref.accel_mps2), (jerk, ref.jerk_mps3)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.isnan(lat_accel), np.isnan(ref.lat_accel_mps2))
+    placeholder = (lat_accel == 0.0) & (ref.lat_accel_mps2 != 0.0)
+    assert placeholder.any() and (~placeholder & ~np.isnan(lat_accel)).any()
+    assert (np.abs(ref.lat_accel_mps2[placeholder]) < floor).all()
+    exact = ~placeholder & ~np.isnan(lat_accel)
+    np.testing.assert_allclose(lat_accel[exact], ref.lat_accel_mps2[exact], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(heading_rate[exact], ref.heading_rate_dps[exact], rtol=1e-7,
+                               atol=1e-7)

@@ -129,11 +129,34 @@ def _overlaps(t0, t1, other: pd.DataFrame, tol_s: float = 1.0) -> pd.Series:
     return (other["t0"] <= t1 + tol_s) & (other["t1"] >= t0 - tol_s)
 
 
+def _turn_deg(drives: pd.DataFrame, drive: int, t0: float, t1: float,
+              min_rate_dps: float = 2.0) -> float:
+    """Heading change through the strongest yaw rate of [t0, t1]: the logger's gyro_z
+    integrated while it keeps its sign at >= min_rate_dps."""
+    d = drives[drives["drive"] == drive].sort_values("t_s")
+    t, rate = d["t_s"].to_numpy(), d["gyro_z"].to_numpy()
+    lo, hi = np.searchsorted(t, t0), np.searchsorted(t, t1, side="right")
+    peak = lo + int(np.argmax(np.abs(rate[lo:hi])))
+    sign = np.sign(rate[peak])
+
+    def turning(i: int) -> bool:
+        return bool(np.sign(rate[i]) == sign and abs(rate[i]) >= min_rate_dps)
+
+    a = b = peak
+    while a > 0 and turning(a - 1):
+        a -= 1
+    while b < len(t) - 1 and turning(b + 1):
+        b += 1
+    dt = np.gradient(t)[a:b + 1]
+    return float(abs(np.sum(rate[a:b + 1] * dt)))
+
+
 def test_logger_harsh_events_found(drives, logger_imu):
     """The logger flags |accel_x| or |accel_y| > 0.35 g for >= 1 s (107 events, 38
     longitudinal, 69 lateral). Our detector (DESIGN thresholds: acceleration 3.0,
-    braking 3.2, cornering 3.6 m/s^2 at > 18 km/h, plus moderate bands) finds every
-    longitudinal one; lateral ones it misses are tight turns below 18 km/h."""
+    braking 3.2, cornering 3.6 m/s^2 at > 18 km/h through a turn of > 30 deg, plus
+    moderate bands) finds every longitudinal one; lateral ones it misses are tight turns
+    below 18 km/h or sideways jolts without a turn."""
     result, _ = logger_imu
     e = result.events
     names = np.array(EVENT_KIND_NAMES)
@@ -175,9 +198,15 @@ def test_logger_harsh_events_found(drives, logger_imu):
     lateral = logger[logger["lateral"]]
     assert longitudinal["any"].all()
     assert longitudinal["harsh"].sum() >= 36
-    assert lateral["any"].sum() >= 50
+    # DESIGN's cornering needs > 18 km/h and a turn of > 30 deg; the logger counts any
+    # 0.35 g sideways for 1 s, so it also flags slow junction turns and lane changes or
+    # jolts at speed without a turn. 45 of its 69 are ours; of the rest, all but one are
+    # slow or did not turn (gyro heading change over the stretch).
+    assert lateral["any"].sum() >= 45
     missed = lateral[~lateral["any"]]
-    assert (missed["speed_mph"] < 18 / 1.609344 + 1.0).mean() > 0.8
+    slow = missed["speed_mph"] < 18 / 1.609344 + 1.0
+    no_turn = np.array([_turn_deg(drives, r.drive, r.t0, r.t1) < 30.0 for r in missed.itertuples()])
+    assert (slow | no_turn).mean() > 0.9
 
     harsh = ours[ours["severity"] >= SEVERITY_MEDIUM]
     extra = np.array(
