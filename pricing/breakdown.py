@@ -23,6 +23,7 @@ from pricing.rating import behaviour_values, rate, read_inputs
 
 ADJUSTMENT_FACTORS = ("telematics_band", "increase_cap", "minimum_premium")
 NO_ACTION = "none"
+_BLOCK_ROWS = 4096
 
 
 def factor_names(plan: Plan) -> tuple[str, ...]:
@@ -34,59 +35,116 @@ def _factor_column(name: str) -> str:
     return "usage_factor" if name == "usage" else f"{name}_factor"
 
 
+def _line_sum(lines: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Sum over the lines (rows) of a lines x policies array, in numpy's pairwise order.
+
+    This is the order ``numpy.sum`` gives each row of a policies x lines array; the cents
+    of every breakdown were fixed with it, so the lines-first layout keeps them bit for bit.
+    """
+    n_lines = lines.shape[0]
+    if n_lines < 8:
+        total = np.zeros(lines.shape[1:])
+        for line in lines:
+            total += line
+        return total
+    if n_lines <= 128:
+        whole_blocks = n_lines - n_lines % 8
+        partial = lines[:8].copy()
+        for start in range(8, whole_blocks, 8):
+            partial += lines[start:start + 8]
+        pairs = partial[0::2] + partial[1::2]
+        total = (pairs[0] + pairs[1]) + (pairs[2] + pairs[3])
+        for line in lines[whole_blocks:]:
+            total += line
+        return total
+    half = n_lines // 2
+    half -= half % 8
+    return _line_sum(lines[:half]) + _line_sum(lines[half:])
+
+
+def _allocate(base_cents: npt.NDArray[np.int64], premium_cents: npt.NDArray[np.int64],
+              shares: npt.NDArray[np.float64], out: npt.NDArray[np.int64]) -> None:
+    """Fill ``out`` (lines x policies) with each line's whole minor units.
+
+    ``shares`` holds each line's log factor on entry (lines x policies, C order) and is
+    overwritten.
+    """
+    n_lines = shares.shape[0]
+    target_cents = premium_cents - base_cents
+    base = base_cents.astype(np.float64)
+    premium = premium_cents.astype(np.float64)
+    log_ratio = np.log(premium) - np.log(base)
+    same = target_cents == 0
+    log_mean = np.where(same, premium, (premium - base) / np.where(same, 1.0, log_ratio))
+    shares *= log_mean
+    # Rounding P and B to whole units leaves sum(shares) slightly off P - B; spread that
+    # residual in proportion to each share's size so that the shares sum to it exactly.
+    target = target_cents.astype(np.float64)
+    residual = target - _line_sum(shares)
+    size = np.abs(shares)
+    total_size = _line_sum(size)
+    spread = np.divide(residual, total_size, out=np.zeros_like(residual), where=total_size > 0)
+    size *= spread
+    shares += size
+    floors = np.floor(shares, out=size)
+    remainders = np.subtract(shares, floors, out=shares)
+    np.copyto(out, floors, casting="unsafe")
+    if n_lines == 0:
+        return
+    # floor(x) > x - 1, so the units still to hand out number 0..n_lines.
+    missing_units = target_cents - out.sum(axis=0)
+    # Largest remainders first, ties broken by line order. The remainders' float bits sort
+    # like the remainders (they are non-negative); dropping their last few bits makes room
+    # for the line index, so one sort of unique integer keys replaces an argsort + scatter.
+    shift = max(1, (n_lines - 1).bit_length())
+    keys = remainders.view(np.uint64)
+    keys &= np.uint64(~((1 << shift) - 1) & 0xFFFF_FFFF_FFFF_FFFF)
+    keys |= (n_lines - 1 - np.arange(n_lines, dtype=np.uint64))[:, None]
+    by_policy = keys.T.copy(order="C")
+    by_policy.sort(axis=1)
+    rank = np.clip(n_lines - missing_units, 0, n_lines - 1)
+    threshold = by_policy[np.arange(by_policy.shape[0]), rank]
+    chosen = keys >= threshold
+    chosen &= missing_units > 0
+    out += chosen
+
+
 def allocate_contributions(base_cents: npt.NDArray[np.int64], premium_cents: npt.NDArray[np.int64],
                            log_factors: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     """Split premium - base over factors (columns of ``log_factors``) in whole minor units.
 
     Row sums of the result equal ``premium_cents - base_cents`` exactly.
     """
+    base_cents = np.asarray(base_cents, dtype=np.int64)
+    premium_cents = np.asarray(premium_cents, dtype=np.int64)
     if not ((base_cents > 0).all() and (premium_cents > 0).all()):
         raise ValueError("base_cents, premium_cents: must be positive to take logarithms")
-    base = base_cents.astype(np.float64)
-    premium = premium_cents.astype(np.float64)
-    log_ratio = np.log(premium) - np.log(base)
-    same = premium_cents == base_cents
-    log_mean = np.where(same, premium, (premium - base) / np.where(same, 1.0, log_ratio))
-    shares = log_mean[:, None] * log_factors
-    # Rounding P and B to whole units leaves sum(shares) slightly off P - B; spread that
-    # residual in proportion to each share's size so that the shares sum to it exactly.
-    target = (premium_cents - base_cents).astype(np.float64)
-    residual = target - shares.sum(axis=1)
-    size = np.abs(shares)
-    total_size = size.sum(axis=1)
-    spread = np.divide(residual, total_size, out=np.zeros_like(residual), where=total_size > 0)
-    size *= spread[:, None]
-    shares += size
-    floors = np.floor(shares)
-    remainders = np.subtract(shares, floors, out=shares)
-    allocated = floors.astype(np.int64)
-    # floor(x) > x - 1, so the units still to hand out number 0..n_factors.
-    missing_units = (premium_cents - base_cents) - allocated.sum(axis=1)
-    n_rows, n_factors = log_factors.shape
-    if n_factors == 0:
-        return allocated
-    # Largest remainders first, ties broken by line order. The remainders' float bits sort
-    # like the remainders (they are non-negative); dropping their last few bits makes room
-    # for the line index, so one sort of unique integer keys replaces an argsort + scatter.
-    shift = np.uint64(max(1, (n_factors - 1).bit_length()))
-    order_bits = (n_factors - 1 - np.arange(n_factors)).astype(np.uint64)
-    keys = ((remainders.view(np.uint64) >> shift) << shift) | order_bits
-    threshold = np.sort(keys, axis=1)[np.arange(n_rows), np.clip(n_factors - missing_units, 0, n_factors - 1)]
-    chosen = (keys >= threshold[:, None]) & (missing_units > 0)[:, None]
-    return allocated + chosen
+    shares = np.array(np.asarray(log_factors, dtype=np.float64).T, order="C")
+    out = np.empty(shares.shape, dtype=np.int64)
+    _allocate(base_cents, premium_cents, shares, out)
+    return out.T
 
 
 def _contribution_columns(result: Mapping[str, Any], plan: Plan) -> dict[str, npt.NDArray[np.int64]]:
     names = factor_names(plan)
-    log_factors = np.column_stack(
-        [np.log(np.asarray(result[_factor_column(name)], dtype=np.float64)) for name in names]
-    )
-    contributions = allocate_contributions(
-        np.asarray(result["base_cents"], dtype=np.int64),
-        np.asarray(result["premium_cents"], dtype=np.int64),
-        log_factors,
-    )
-    return {f"contribution_{name}_cents": contributions[:, j] for j, name in enumerate(names)}
+    factors = [np.asarray(result[_factor_column(name)], dtype=np.float64) for name in names]
+    base_cents = np.asarray(result["base_cents"], dtype=np.int64)
+    premium_cents = np.asarray(result["premium_cents"], dtype=np.int64)
+    if not ((base_cents > 0).all() and (premium_cents > 0).all()):
+        raise ValueError("base_cents, premium_cents: must be positive to take logarithms")
+    n_rows = len(premium_cents)
+    # Lines first (each line's cents one contiguous column) and in blocks of policies, so
+    # that a block's temporaries stay in cache; every step is per policy, so the cents do
+    # not depend on the block size.
+    contributions = np.empty((len(names), n_rows), dtype=np.int64)
+    log_block = np.empty((len(names), min(n_rows, _BLOCK_ROWS)))
+    for start in range(0, n_rows, _BLOCK_ROWS):
+        rows = slice(start, min(start + _BLOCK_ROWS, n_rows))
+        log_factors = log_block[:, : rows.stop - start]
+        for j, factor in enumerate(factors):
+            np.log(factor[rows], out=log_factors[j])
+        _allocate(base_cents[rows], premium_cents[rows], log_factors, contributions[:, rows])
+    return {f"contribution_{name}_cents": contributions[j] for j, name in enumerate(names)}
 
 
 def explain(priced: pd.DataFrame, plan: Plan) -> pd.DataFrame:

@@ -43,24 +43,33 @@ def to_minor_units(
     if rounding not in _DECIMAL_MODES:
         raise ValueError(f"rounding: must be one of {sorted(_DECIMAL_MODES)}, got {rounding!r}")
     values = np.asarray(amount, dtype=np.float64)
-    if values.size and not (np.isfinite(values).all() and (values >= 0).all()):
-        raise ValueError("amount: every value must be finite and non-negative")
-    if values.size and values.max() > _MAX_AMOUNT:
-        raise ValueError(f"amount: values above {_MAX_AMOUNT:g} are not supported")
-    product, error = _two_product(values, float(10**minor_units))
+    if values.size:
+        # min and max propagate NaN, so two reductions check every value.
+        lowest, highest = values.min(), values.max()
+        if not (lowest >= 0.0 and highest < np.inf):
+            raise ValueError("amount: every value must be finite and non-negative")
+        if highest > _MAX_AMOUNT:
+            raise ValueError(f"amount: values above {_MAX_AMOUNT:g} are not supported")
+    scale = float(10**minor_units)
+    flat = values.ravel()
+    product = flat * scale
     whole = np.floor(product)
-    # x * scale == whole + fraction + error exactly: (product - whole) is exact (Sterbenz)
-    # and a multiple of ulp(product), while |error| < ulp(product) / 2, so the fraction
-    # alone decides against one half unless it is exactly one half; then the error does.
+    # x * scale == whole + fraction + error exactly, where error is the rounding error of
+    # the product: (product - whole) is exact (Sterbenz) and a multiple of ulp(product),
+    # while |error| < ulp(product) / 2, so the fraction alone decides against one half
+    # unless it is exactly one half; only then is the error needed.
     fraction = product - whole
-    at_half = fraction == 0.5
-    round_up = (fraction > 0.5) | (at_half & (error > 0.0))
-    exact_tie = at_half & (error == 0.0)
-    if rounding == "ROUND_HALF_UP":
-        round_up |= exact_tie
-    else:
-        round_up |= exact_tie & (np.mod(whole, 2.0) == 1.0)
-    return (whole + round_up).astype(np.int64)
+    round_up = fraction > 0.5
+    at_half = np.flatnonzero(fraction == 0.5)
+    if at_half.size:
+        error = _two_product(flat[at_half], scale)[1]
+        exact_tie = error == 0.0
+        if rounding == "ROUND_HALF_UP":
+            tie_up = exact_tie
+        else:
+            tie_up = exact_tie & (np.mod(whole[at_half], 2.0) == 1.0)
+        round_up[at_half] = (error > 0.0) | tie_up
+    return (whole + round_up).astype(np.int64).reshape(values.shape)
 
 
 def minor_units_to_decimal(amount_minor: int, minor_units: int = 2) -> Decimal:

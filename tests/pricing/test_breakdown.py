@@ -6,9 +6,12 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pricing.breakdown
+import pricing.rating
 from pricing.breakdown import (
     NO_ACTION,
     allocate_contributions,
@@ -23,6 +26,7 @@ from pricing.breakdown import (
 from pricing.money import minor_units_to_decimal
 from pricing.plan import Plan
 from pricing.rating import reprice
+from tests.pricing.reference import price_policy
 
 
 @settings(max_examples=200, deadline=None)
@@ -42,6 +46,40 @@ def test_allocation_sums_exactly(base_cents: int, factors: list[float]) -> None:
 def test_allocation_with_cancelling_factors() -> None:
     contributions = allocate_contributions(np.asarray([10_000]), np.asarray([10_000]), np.log([[2.0, 0.5]]))
     assert contributions.tolist() == [[6931, -6931]]
+
+
+@pytest.mark.parametrize("n_lines", [*range(0, 40), 64, 127, 128, 129, 300])
+def test_line_sums_are_numpy_row_sums_bit_for_bit(n_lines: int) -> None:
+    rng = np.random.default_rng(n_lines)
+    by_policy = rng.standard_normal((500, n_lines)) * np.exp(rng.uniform(-30.0, 30.0, (500, n_lines)))
+    by_policy[rng.random(by_policy.shape) < 0.2] = 0.0
+    lines_first = np.ascontiguousarray(by_policy.T)
+    assert (pricing.breakdown._line_sum(lines_first).view(np.uint64) == by_policy.sum(axis=1).view(np.uint64)).all()
+
+
+def test_allocation_does_not_depend_on_the_callers_layout() -> None:
+    rng = np.random.default_rng(5)
+    log_factors = np.log(rng.uniform(0.5, 2.0, (300, 15)))
+    base = rng.integers(1_000, 50_000, 300)
+    premium = np.maximum(np.round(base * np.exp(log_factors.sum(axis=1))), 1).astype(np.int64)
+    by_rows = allocate_contributions(base, premium, log_factors)
+    by_columns = allocate_contributions(base, premium, np.asfortranarray(log_factors))
+    assert (by_rows == by_columns).all()
+    assert (by_rows.sum(axis=1) == premium - base).all()
+
+
+@pytest.mark.parametrize("n_policies", [1, 2, 49, 50, 51, 130])
+def test_cents_do_not_depend_on_blocks(portfolio: pd.DataFrame, plan: Plan, n_policies: int,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    policies = portfolio.iloc[:n_policies]
+    whole = price_with_breakdown(policies, plan)
+    monkeypatch.setattr(pricing.rating, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(pricing.breakdown, "_BLOCK_ROWS", 50)
+    blocked = price_with_breakdown(policies, plan)
+    pd.testing.assert_frame_equal(blocked, whole, check_exact=True)
+    rows = policies.astype(object).where(policies.notna(), None).to_dict("records")
+    expected = pd.DataFrame([price_policy(row, plan) for row in rows], index=policies.index)
+    pd.testing.assert_frame_equal(blocked[expected.columns], expected, check_dtype=False)
 
 
 def test_portfolio_breakdown_sums_to_premium(portfolio: pd.DataFrame, plan: Plan) -> None:

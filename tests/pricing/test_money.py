@@ -60,3 +60,23 @@ def test_parse_money_names_path() -> None:
         parse_money(12.5, 2, "base.rate")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-negative"):
         parse_money("-1", 2, "fee")
+
+
+@pytest.mark.parametrize("rounding", ["ROUND_HALF_UP", "ROUND_HALF_EVEN"])
+@pytest.mark.parametrize("minor_units", [0, 2, 3])
+def test_amounts_at_and_next_to_ties_agree_with_decimal(rounding: str, minor_units: int) -> None:
+    # x * scale lands on whole + 0.5 in floating point for all of these, whether the exact
+    # product is a tie, just above or just below: the product's rounding error decides.
+    ties = (np.arange(20_000) + 0.5) / 10**minor_units
+    amounts = np.concatenate([ties, np.nextafter(ties, np.inf), np.nextafter(ties, 0.0)])
+    units = to_minor_units(amounts, minor_units, rounding)  # type: ignore[arg-type]
+    expected = [decimal_round(float(a), minor_units, rounding) for a in amounts]  # type: ignore[arg-type]
+    assert [minor_units_to_decimal(int(u), minor_units) for u in units] == expected
+
+
+def test_rejects_infinity_and_keeps_the_shape() -> None:
+    for bad in ([np.inf], [1.0, -np.inf], [2e12]):
+        with pytest.raises(ValueError, match="amount"):
+            to_minor_units(bad)
+    assert to_minor_units(np.asarray([[0.125, 1.0], [2.675, 3.0]])).tolist() == [[13, 100], [267, 300]]
+    assert to_minor_units([]).shape == (0,)

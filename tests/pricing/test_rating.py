@@ -180,3 +180,25 @@ def test_any_index_and_duplicate_ids_are_handled(plan: Plan, portfolio: pd.DataF
     assert (priced["policy_id"].to_numpy() == shuffled["policy_id"].to_numpy()).all()
     with pytest.raises(RatingInputError, match=r"^policy_id: must be unique"):
         reprice(pd.concat([portfolio.iloc[:2], portfolio.iloc[:1]]), plan)
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+def test_duplicate_ids_are_found_whether_or_not_the_ids_are_sorted(plan: Plan, portfolio: pd.DataFrame,
+                                                                   as_object: bool) -> None:
+    ids = pd.Series([f"P{i:05d}" for i in range(len(portfolio))], index=portfolio.index)
+    sorted_ids = portfolio.assign(policy_id=ids.astype(object) if as_object else ids)
+    assert len(reprice(sorted_ids, plan)) == len(portfolio)
+    for frame in (sorted_ids, sorted_ids.iloc[::-1]):
+        repeated = frame.assign(policy_id=frame["policy_id"].where(frame["policy_id"] != "P00007", "P00006"))
+        with pytest.raises(RatingInputError, match=r"^policy_id: must be unique.*first policy_id='P00006'"):
+            reprice(repeated, plan)
+
+
+def test_ids_that_do_not_compare_are_still_checked(plan: Plan, portfolio: pd.DataFrame) -> None:
+    some = portfolio.iloc[:4]
+    mixed = some.assign(policy_id=pd.Series(["P1", 2, 3.5, "P4"], index=some.index, dtype=object))
+    assert len(reprice(mixed, plan)) == 4
+    with pytest.raises(RatingInputError, match=r"^policy_id: must be unique"):
+        reprice(some.assign(policy_id=pd.Series([1, "P1", None, None], index=some.index, dtype=object)), plan)
+    with pytest.raises(RatingInputError, match=r"^policy_id: must be unique"):
+        reprice(some.assign(policy_id=[1.0, 2.0, np.nan, np.nan]), plan)
