@@ -108,20 +108,20 @@ class Numerator:
 
 def _feature(key: str, scale: float = 1.0) -> Numerator:
     scaled = f" * {scale!r}" if scale != 1.0 else ""
-    return Numerator(sql=f"COALESCE((f.features ->> '{key}')::float8, 0){scaled}",
+    return Numerator(sql=f"COALESCE(x.{key}, 0){scaled}",
                      source=key if scale == 1.0 else f"{key} x {scale:g}")
 
 
-# Pricing column -> SQL over one counted trip (aliases: f = trip_features). Keys are fixed
-# here, never taken from input, so the SQL built from them is safe.
+# Pricing column -> SQL over one counted trip (aliases: f = trip_features, x = the feature
+# keys below read from f.features once per trip). Keys are fixed here, never taken from
+# input, so the SQL built from them is safe.
 NUMERATORS: dict[str, Numerator] = {
     "harsh_brake_count": _feature("n_braking"),
     "harsh_accel_count": _feature("n_acceleration"),
     "harsh_corner_count": _feature("n_cornering"),
     "speeding_count": _feature("n_speeding"),
     "speeding_dist_km": Numerator(
-        sql="COALESCE((f.features ->> 'speeding_s')::float8 * f.distance_m"
-            " / NULLIF((f.features ->> 'moving_s')::float8, 0), 0) * 0.001",
+        sql="COALESCE(x.speeding_s * f.distance_m / NULLIF(x.moving_s, 0), 0) * 0.001",
         source="speeding_s x distance_m / moving_s / 1000"),
     "night_dist_km": _feature("night_distance_m", 0.001),
     "rush_dist_km": _feature("rush_distance_m", 0.001),
@@ -132,6 +132,12 @@ NUMERATORS: dict[str, Numerator] = {
     "phone_handling_count": _feature("n_phone_handling"),
     "fatigue_count": _feature("n_fatigue"),
 }
+# The feature keys the numerators read. `features ->> key` per numerator would detoast and
+# parse a trip's whole features document once per key; jsonb_to_record parses it once.
+FEATURE_KEYS = ("n_braking", "n_acceleration", "n_cornering", "n_speeding", "speeding_s",
+                "moving_s", "night_distance_m", "rush_distance_m", "urban_distance_m",
+                "rural_distance_m", "motorway_distance_m", "phone_handling_s",
+                "n_phone_handling", "n_fatigue")
 
 
 class PricingError(ValueError):
@@ -243,6 +249,7 @@ def _inputs_sql(plan: Plan) -> str:
     sums = "".join(f", sum({n.sql} {order}) FILTER (WHERE f.started_at >= b.from_at) AS {name}"
                    for name, n in NUMERATORS.items())
     numerators = "".join(f", s.{name}" for name in NUMERATORS)
+    columns = ", ".join(f"{key} float8" for key in FEATURE_KEYS)
     return f"""
 WITH pol AS (
     SELECT p.policy_id, p.time_zone, p.rating_factors,
@@ -265,6 +272,7 @@ WITH pol AS (
            sum(f.distance_m {order}) * 0.001 AS experience_dist_km{sums}
       FROM b
       JOIN trip_features f ON f.policy_id = b.policy_id AND f.started_at < b.to_at AND f.scored
+      CROSS JOIN LATERAL jsonb_to_record(f.features) AS x({columns})
       JOIN trips t ON t.device_id = f.device_id AND t.trip_id = f.trip_id
      WHERE {COUNTS_AGAINST_DRIVER}
      GROUP BY b.policy_id

@@ -147,17 +147,18 @@ def score_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str) -> d
     zones = TripZones.of_trip(gps["lat_deg"], gps["lon_deg"], offset, radii)
     visible = (zones.visible(gps["lat_deg"], gps["lon_deg"]) if zones is not None
                else np.zeros(gps["t_us"].size, dtype=np.bool_))
-    privacy_sql.replace_trip_path(
-        conn, device_id=device_id, trip_id=trip_id, policy_id=trip.policy_id,
-        t_s=gps["t_us"][visible] / 1e6, lat_deg=gps["lat_deg"][visible],
-        lon_deg=gps["lon_deg"][visible], speed_mps=gps["speed_mps"][visible], radii_m=radii)
     out = trip_outcome(result.features.iloc[0], result.events, zones)
-    trip_sql.replace_features(
-        conn, device_id=device_id, trip_id=trip_id, policy_id=trip.policy_id,
-        started_us=int(gps["t_us"][0]), ended_us=int(gps["t_us"][-1]), scored=out.scored,
-        distance_m=out.distance_m, duration_s=out.duration_s, features=out.features,
-        events=out.events, code_version=CODE_VERSION)
-    trip_sql.set_status(conn, device_id, trip_id, out.status, out.mode, out.mode_confidence)
+    with conn.pipeline():  # the writes in one round trip to the database
+        privacy_sql.replace_trip_path(
+            conn, device_id=device_id, trip_id=trip_id, policy_id=trip.policy_id,
+            t_s=gps["t_us"][visible] / 1e6, lat_deg=gps["lat_deg"][visible],
+            lon_deg=gps["lon_deg"][visible], speed_mps=gps["speed_mps"][visible], radii_m=radii)
+        trip_sql.replace_features(
+            conn, device_id=device_id, trip_id=trip_id, policy_id=trip.policy_id,
+            started_us=int(gps["t_us"][0]), ended_us=int(gps["t_us"][-1]), scored=out.scored,
+            distance_m=out.distance_m, duration_s=out.duration_s, features=out.features,
+            events=out.events, code_version=CODE_VERSION)
+        trip_sql.set_status(conn, device_id, trip_id, out.status, out.mode, out.mode_confidence)
     summary = {"status": out.status, "transport_mode": out.mode,
                "mode_confidence": round(out.mode_confidence, 3),
                "distance_m": out.distance_m, "duration_s": out.duration_s,
