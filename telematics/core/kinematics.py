@@ -31,6 +31,37 @@ from telematics.core.params import DEFAULT_PARAMS, GpsParams, KernelParams
 
 
 @serial
+def _path_step_m(rx0: float, rx1: float, dt: float, chord_m: float, p: KernelParams) -> float:
+    """The path length of one step: from the receiver's Doppler speeds at both ends when
+    both are valid (a step that is a gap only by its implied speed, a position jump the
+    cleaning kept, is short in time: the Doppler speeds still measure it, the chord
+    cannot), else the chord."""
+    if (dt <= p.gap_s and rx0 >= 0.0 and rx0 <= p.max_implied_speed_mps and rx1 >= 0.0
+            and rx1 <= p.max_implied_speed_mps):
+        if rx0 < p.standstill_speed_mps:
+            rx0 = 0.0
+        if rx1 < p.standstill_speed_mps:
+            rx1 = 0.0
+        return 0.5 * (rx0 + rx1) * dt
+    return chord_m
+
+
+@serial
+def _position_speed_mps(i: int, n: int, t_s: FloatArray, dist_m: FloatArray,
+                        gap_before: np.ndarray) -> float:
+    """Speed at fix i from the steps on either side that are not gaps; NaN without one."""
+    total = 0.0
+    span = 0.0
+    if i > 0 and not gap_before[i]:
+        total += dist_m[i]
+        span += t_s[i] - t_s[i - 1]
+    if i + 1 < n and not gap_before[i + 1]:
+        total += dist_m[i + 1]
+        span += t_s[i + 1] - t_s[i]
+    return total / span if span > 0.0 else math.nan
+
+
+@serial
 def _kinematics_trip(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, rx_speed_mps: FloatArray,
     p: KernelParams,
@@ -77,29 +108,9 @@ def _kinematics_trip(
         else:
             heading_deg[i - 1] = _bearing_deg(east, north)
         m_prev, nc_prev = m_i, nc_i
-        rx0 = rx_speed_mps[i - 1]
-        rx1 = rx_speed_mps[i]
-        # A step that is a gap only by its implied speed (a position jump the cleaning
-        # kept) is short in time: the Doppler speeds still measure it, the chord cannot.
-        if (dt <= p.gap_s and rx0 >= 0.0 and rx0 <= p.max_implied_speed_mps and rx1 >= 0.0
-                and rx1 <= p.max_implied_speed_mps):
-            if rx0 < p.standstill_speed_mps:
-                rx0 = 0.0
-            if rx1 < p.standstill_speed_mps:
-                rx1 = 0.0
-            path_m[i] = 0.5 * (rx0 + rx1) * dt
-        else:
-            path_m[i] = d
+        path_m[i] = _path_step_m(rx_speed_mps[i - 1], rx_speed_mps[i], dt, d, p)
     for i in range(n):
-        total = 0.0
-        span = 0.0
-        if i > 0 and not gap_before[i]:
-            total += dist_m[i]
-            span += t_s[i] - t_s[i - 1]
-        if i + 1 < n and not gap_before[i + 1]:
-            total += dist_m[i + 1]
-            span += t_s[i + 1] - t_s[i]
-        pos_speed_mps[i] = total / span if span > 0.0 else math.nan
+        pos_speed_mps[i] = _position_speed_mps(i, n, t_s, dist_m, gap_before)
         rx = rx_speed_mps[i]
         if rx >= 0.0 and rx <= p.max_implied_speed_mps:
             speed_mps[i] = rx
@@ -168,29 +179,11 @@ def _trip_motion(
         gap = dt > p.gap_s or d > p.max_implied_speed_mps * dt
         gap_before[i] = gap
         heading_ok[i] = not gap and d >= p.min_heading_speed_mps * dt
-        rx0 = rx_speed_mps[i - 1]
-        rx1 = rx_speed_mps[i]
-        if (dt <= p.gap_s and rx0 >= 0.0 and rx0 <= p.max_implied_speed_mps and rx1 >= 0.0
-                and rx1 <= p.max_implied_speed_mps):
-            if rx0 < p.standstill_speed_mps:
-                rx0 = 0.0
-            if rx1 < p.standstill_speed_mps:
-                rx1 = 0.0
-            path_m[i] = 0.5 * (rx0 + rx1) * dt
-        else:
-            path_m[i] = d
+        path_m[i] = _path_step_m(rx_speed_mps[i - 1], rx_speed_mps[i], dt, d, p)
     # Speed at i needs the step after it: speeds run one fix behind the steps, and
     # acceleration (i - 1) and jerk (i - 2) behind the speeds.
     for i in range(n):
-        total = 0.0
-        span = 0.0
-        if i > 0 and not gap_before[i]:
-            total += dist_m[i]
-            span += t_s[i] - t_s[i - 1]
-        if i + 1 < n and not gap_before[i + 1]:
-            total += dist_m[i + 1]
-            span += t_s[i + 1] - t_s[i]
-        pos_speed_mps[i] = total / span if span > 0.0 else math.nan
+        pos_speed_mps[i] = _position_speed_mps(i, n, t_s, dist_m, gap_before)
         rx = rx_speed_mps[i]
         speed_mps[i] = rx if rx >= 0.0 and rx <= p.max_implied_speed_mps else pos_speed_mps[i]
         if i >= 1:
