@@ -267,6 +267,24 @@ def _finite(x):
 
 
 @serial
+def _is_window(t_s, i0, i1, gap_s, window_s):
+    """Whether the window cut from sample i0 ends at i1: every step in t_s[i0:i1] is
+    within [0, gap_s], its last sample within window_s of the first (then all are: times
+    do not decrease), and sample i1, if any, does not continue it. Counts the good steps
+    rather than stopping at a bad one, so that the check vectorises."""
+    seg = t_s[i0:i1]
+    good = 0
+    for q in range(1, i1 - i0):
+        step = seg[q] - seg[q - 1]
+        good += (step >= 0.0) & (step <= gap_s)
+    if good != i1 - i0 - 1 or not seg[i1 - i0 - 1] - seg[0] < window_s:
+        return False
+    if i1 == t_s.shape[0]:
+        return True
+    return not (0.0 <= t_s[i1] - t_s[i1 - 1] <= gap_s and t_s[i1] - seg[0] < window_s)
+
+
+@serial
 def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
     """Pass 1 over samples: cut windows (never across a gap), per-window mean, variance
     and tilt rate. Sums are of d = acc - (cx, cy, cz) so that variances do not cancel;
@@ -289,23 +307,33 @@ def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
         return _BAD_TIME
     nw = 0
     i = 0
+    span = 0  # samples in the previous window: at a steady rate the next one has as many
     while i < n:
         i0 = i
         t0 = t_s[i]
-        i += 1
-        while i < n and 0.0 <= t_s[i] - t_s[i - 1] <= gap_s and t_s[i] - t0 < window_s:
-            i += 1
+        i = i0 + span
+        if not (span > 0 and i <= n and _is_window(t_s, i0, i, gap_s, window_s)):
+            i = i0 + 1
+            while i < n and 0.0 <= t_s[i] - t_s[i - 1] <= gap_s and t_s[i] - t0 < window_s:
+                i += 1
+            span = i - i0
         if i < n and not t_s[i] >= t_s[i - 1]:
             return _BAD_TIME
+        # Loops over the window's slices index from 0: numba's negative-index
+        # wrap-around on an index it cannot prove non-negative turns vector loads into
+        # gathers.
+        seg_x = ax[i0:i]
+        seg_y = ay[i0:i]
+        seg_z = az[i0:i]
         sx = 0.0
         sy = 0.0
         sz = 0.0
         sdd = 0.0
         dropouts = 0
-        for q in range(i0, i):
-            dx = ax[q] - cx
-            dy = ay[q] - cy
-            dz = az[q] - cz
+        for q in range(i - i0):
+            dx = seg_x[q] - cx
+            dy = seg_y[q] - cy
+            dz = seg_z[q] - cz
             sx += dx
             sy += dy
             sz += dz
@@ -320,10 +348,10 @@ def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
             sy = 0.0
             sz = 0.0
             sdd = 0.0
-            for q in range(i0, i):
-                dx = ax[q] - cx
-                dy = ay[q] - cy
-                dz = az[q] - cz
+            for q in range(i - i0):
+                dx = seg_x[q] - cx
+                dy = seg_y[q] - cy
+                dz = seg_z[q] - cz
                 if abs(dx) == math.inf or abs(dy) == math.inf or abs(dz) == math.inf:
                     return _BAD_ACC
                 if _finite(dx) and _finite(dy) and _finite(dz):
@@ -334,21 +362,24 @@ def _window_stats(t_s, ax, ay, az, gx, gy, gz, cx, cy, cz, p, win, win_start):
                     sdd += dx * dx + dy * dy + dz * dz
         gyr = math.nan
         if has_gyro:
+            seg_gx = gx[i0:i]
+            seg_gy = gy[i0:i]
+            seg_gz = gz[i0:i]
             sw = 0.0
-            for q in range(i0, i):
-                wx = gx[q]
-                wy = gy[q]
-                wz = gz[q]
+            for q in range(i - i0):
+                wx = seg_gx[q]
+                wy = seg_gy[q]
+                wz = seg_gz[q]
                 wu = wx * ux + wy * uy + wz * uz
                 sw += wx * wx + wy * wy + wz * wz - wu * wu
             cw = float(i - i0)
             if not _finite(sw):
                 sw = 0.0
                 cw = 0.0
-                for q in range(i0, i):
-                    wx = gx[q]
-                    wy = gy[q]
-                    wz = gz[q]
+                for q in range(i - i0):
+                    wx = seg_gx[q]
+                    wy = seg_gy[q]
+                    wz = seg_gz[q]
                     if abs(wx) == math.inf or abs(wy) == math.inf or abs(wz) == math.inf:
                         return _BAD_GYRO
                     wu = wx * ux + wy * uy + wz * uz
@@ -669,38 +700,45 @@ def _rotate(
         lz = ux * fy - uy * fx
         hot_long = min(p.accel_moderate_mps2, p.brake_moderate_mps2)
         hot_lat = p.corner_moderate_mps2
+        # A zero threshold makes every window hot, even one of NaN samples only.
+        all_hot = hot_long <= 0.0 or hot_lat <= 0.0
         for v in range(w, w_end):
             i0 = win_start[v]
             i1 = win_start[v + 1]
             win[v, _W_UX] = ux
             win[v, _W_UY] = uy
             win[v, _W_UZ] = uz
+            # Slices indexed from 0 (see _window_stats): the loops vectorise.
+            seg_long = long_out[i0:i1]
+            seg_lat = lat_out[i0:i1]
+            seg_vert = vert_out[i0:i1]
+            seg_hand = handling_out[i0:i1]
             if win_flag[v] & _F_HANDLING:
-                for i in range(i0, i1):
-                    long_out[i] = math.nan
-                    lat_out[i] = math.nan
-                    vert_out[i] = math.nan
-                    handling_out[i] = 1
+                for q in range(i1 - i0):
+                    seg_long[q] = math.nan
+                    seg_lat[q] = math.nan
+                    seg_vert[q] = math.nan
+                    seg_hand[q] = 1
                 win_flag[v] |= _F_HOT
                 continue
-            max_long = 0.0
-            max_lat = 0.0
-            for i in range(i0, i1):
-                x = ax[i]
-                y = ay[i]
-                z = az[i]
+            seg_x = ax[i0:i1]
+            seg_y = ay[i0:i1]
+            seg_z = az[i0:i1]
+            # Samples reaching a threshold, counted: NaN compares false, and a count
+            # vectorises where a running maximum would not.
+            hot = 0
+            for q in range(i1 - i0):
+                x = seg_x[q]
+                y = seg_y[q]
+                z = seg_z[q]
                 lo = x * fx + y * fy + z * fz
                 la = x * lx + y * ly + z * lz
-                long_out[i] = lo
-                lat_out[i] = la
-                vert_out[i] = x * ux + y * uy + z * uz - gmag
-                handling_out[i] = 0
-                # Comparisons, not max(): NaN samples must not hide the others.
-                if abs(lo) > max_long:
-                    max_long = abs(lo)
-                if abs(la) > max_lat:
-                    max_lat = abs(la)
-            if max_long >= hot_long or max_lat >= hot_lat:
+                seg_long[q] = lo
+                seg_lat[q] = la
+                seg_vert[q] = x * ux + y * uy + z * uz - gmag
+                seg_hand[q] = 0
+                hot += (abs(lo) >= hot_long) | (abs(la) >= hot_lat)
+            if all_hot or hot > 0:
                 win_flag[v] |= _F_HOT
             if _finite(fx):
                 oriented += i1 - i0
@@ -968,6 +1006,7 @@ def _trip_events(
     mod_brake = ch[_CH_BRAKE, _C_MOD]
     mod_corner = ch[_CH_CORNER, _C_MOD]
     mod_hand = ch[_CH_HANDLING, _C_MOD]
+    has_free = hands_free.shape[0] > 0
     next_hot = 0  # first hot window at or after w (nw when none)
     last_hot = -reach - 1  # last hot window before w
     lo = 0
@@ -1003,7 +1042,7 @@ def _trip_events(
         visited_prev = True
         speed = win[w, _W_GPS_SPEED]
         corner_speed = speed > min_corner_speed
-        handled = (win_flag[w] & _F_HANDLING) != 0
+        hand_speed = speed if win_flag[w] & _F_HANDLING else math.nan
         for i in range(i0, i1):
             ti = t_s[i]
             # Long and lat are NaN together (handled, unresolved or a dropout), never inf.
@@ -1025,8 +1064,7 @@ def _trip_events(
                 y_long = s_long / cnt
                 if corner_speed:
                     y_lat = abs(s_lat / cnt)
-            free = hands_free.shape[0] > 0 and hands_free[i] != 0
-            y_hand = speed if handled and not free else math.nan
+            y_hand = math.nan if has_free and hands_free[i] != 0 else hand_speed
             # Only samples above a threshold or ending a run need the detector itself.
             go_accel = y_long >= mod_accel or st[_CH_ACCEL, _S_RUN] > 0.0
             go_brake = -y_long >= mod_brake or st[_CH_BRAKE, _S_RUN] > 0.0
