@@ -157,8 +157,9 @@ def main() -> None:
                 for name, like in (("psql_gps", "gps_samples"), ("psql_imu", "imu_samples")):
                     conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
                         sql.Identifier(name), sql.Identifier(like)))
-                    conn.execute("SELECT create_hypertable(%s, by_range('time', INTERVAL '1 day'))",
-                                 (name,))
+                    # The same indexes as the service's tables: no time-only index.
+                    conn.execute("SELECT create_hypertable(%s, by_range('time', INTERVAL '1 day'),"
+                                 " create_default_indexes => false)", (name,))
                 gps_cols = ["seq", "lat_deg", "lon_deg", "speed_mps", "accuracy_m"]
                 imu_cols = ["seq", "acc_x_mps2", "acc_y_mps2", "acc_z_mps2"]
                 write_csv(f"{tmp}/gps.csv", flat, "gps", gps_cols)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +20,11 @@ from telematics.store.pgcopy import (
     KIND_INT8,
     KIND_TEXT,
     PG_EPOCH_US,
+    CopyColumn,
+    TextCodes,
     encode_binary_copy,
+    factorize_text,
+    iter_binary_copy,
 )
 
 FAR_PAST_US = 0  # 1970-01-01: anything earlier is not a sensor timestamp
@@ -113,37 +117,46 @@ def timestamps_to_unix_us(values: Any, field: str = "time") -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _prepare(table: SampleTable, columns: Mapping[str, Any]) -> tuple[list[tuple[int, np.ndarray, np.ndarray | None]], int]:
+def _prepare(table: SampleTable, columns: Mapping[str, Any]) -> tuple[list[CopyColumn], int]:
     known = {c.name for c in table.columns}
     unknown = sorted(set(columns) - known)
     if unknown:
         raise BatchError(unknown[0], f"is not a column of {table.name}")
     n_rows = -1
-    encoded: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    encoded: list[CopyColumn] = []
     for col in table.columns:
         if col.name not in columns:
             if col.required:
                 raise BatchError(col.name, "is required")
             continue
         raw = columns[col.name]
+        values: np.ndarray | TextCodes
         if col.kind == KIND_INT8 and col.name == "time":
-            values: np.ndarray = timestamps_to_unix_us(raw) - PG_EPOCH_US
+            values = timestamps_to_unix_us(raw) - PG_EPOCH_US
             nulls = None
         elif col.kind == KIND_TEXT:
-            values = np.asarray(raw, dtype=object)
-            if values.ndim == 0:
-                raise BatchError(col.name, "must be an array, one value per row")
-            if any(v is None or v == "" for v in values):
-                raise BatchError(col.name, "has empty values")
+            values = _text(col, raw)
             nulls = None
         else:
             values, nulls = _numeric(col, raw)
+        n_values = len(values.codes if isinstance(values, TextCodes) else values)
         if n_rows == -1:
-            n_rows = len(values)
-        elif len(values) != n_rows:
-            raise BatchError(col.name, f"has {len(values)} values, expected {n_rows}")
+            n_rows = n_values
+        elif n_values != n_rows:
+            raise BatchError(col.name, f"has {n_values} values, expected {n_rows}")
         encoded.append((col.kind, values, nulls))
     return encoded, max(n_rows, 0)
+
+
+def _text(col: Column, raw: Any) -> TextCodes:
+    """A key column dictionary-encoded; checked on its distinct values, not row by row."""
+    values = np.asarray(raw, dtype=object)
+    if values.ndim != 1:
+        raise BatchError(col.name, "must be an array, one value per row")
+    coded = factorize_text(values)
+    if (coded.codes < 0).any() or "" in coded.texts:
+        raise BatchError(col.name, "has empty values")
+    return coded
 
 
 def _numeric(col: Column, raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -245,12 +258,12 @@ class Store:
         encoded, n_rows = _prepare(table, columns)
         if n_rows == 0:
             return 0
-        payload = encode_binary_copy(encoded)
+        pieces = iter_binary_copy(encoded)
         names = ", ".join(c.name for c in table.columns if c.name in columns)
         if conn is None:
             with self.connection() as own, own.transaction():
-                return copy_dedup(own, table, names, payload, n_rows)
-        return copy_dedup(conn, table, names, payload, n_rows)
+                return copy_dedup(own, table, names, pieces, n_rows)
+        return copy_dedup(conn, table, names, pieces, n_rows)
 
     def upsert_policy(self, policy_id: str, time_zone: str,
                       rating_factors: Mapping[str, Any] | None = None, *,
@@ -341,20 +354,27 @@ def read_samples(conn: psycopg.Connection[Any], table: SampleTable, device_id: s
     return out
 
 
-def copy_dedup(conn: psycopg.Connection[Any], table: SampleTable, names: str, payload: bytes,
-               n_rows: int) -> int:
-    """COPY a payload into `table`, skipping rows whose natural key is already stored.
+def copy_dedup(conn: psycopg.Connection[Any], table: SampleTable, names: str,
+               pieces: Iterable[memoryview], n_rows: int) -> int:
+    """COPY a payload, given as pieces, into `table`, skipping rows whose natural key is
+    already stored.
 
-    Fresh data (the common case) goes straight into the hypertable; only when that hits
-    a duplicate key does the batch go through a staging table and `ON CONFLICT DO NOTHING`.
+    Fresh data (the common case) goes straight into the hypertable, one piece at a time so
+    that the server inserts while the rest is encoded; only when that hits a duplicate key
+    does the batch go through a staging table and `ON CONFLICT DO NOTHING`.
     """
+    remaining = iter(pieces)
+    sent: list[memoryview] = []
     try:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(payload)
+                for piece in remaining:
+                    sent.append(piece)
+                    copy.write(piece)
             return n_rows
     except psycopg.errors.UniqueViolation:
         pass
+    payload = [*sent, *remaining]
     staging = f"staging_{table.name}"
     with conn.cursor() as cur:
         cur.execute(
@@ -362,7 +382,8 @@ def copy_dedup(conn: psycopg.Connection[Any], table: SampleTable, names: str, pa
             f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         with cur.copy(f"COPY {staging} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(payload)
+            for piece in payload:
+                copy.write(piece)
         key = ", ".join(table.key)
         cur.execute(
             f"INSERT INTO {table.name} ({names}) SELECT DISTINCT ON ({key}) {names} "

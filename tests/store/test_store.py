@@ -17,8 +17,12 @@ from telematics.store.pgcopy import (
     KIND_FLOAT8,
     KIND_INT8,
     KIND_TEXT,
+    ROWS_PER_CHUNK,
     TRAILER,
+    TextCodes,
     encode_binary_copy,
+    factorize_text,
+    iter_binary_copy,
 )
 from telematics.store.repository import GPS, IMU, OBD, BatchError, Store
 
@@ -188,6 +192,54 @@ def test_binary_encoder_matches_the_reference() -> None:
     expected = _reference_encode(rows, [KIND_INT8, KIND_FLOAT8, KIND_TEXT, KIND_BOOL])
     assert encode_binary_copy(columns) == expected
     assert encode_binary_copy([(KIND_INT8, np.array([], dtype=np.int64), None)]) == HEADER + TRAILER
+    # Streamed in pieces of any size, or with the text given already as a dictionary,
+    # the bytes are the same.
+    for rows_per_chunk in (1, 7, n, 10 * n):
+        pieces = list(iter_binary_copy(columns, rows_per_chunk))
+        assert len(pieces) == 2 + -(-n // rows_per_chunk)
+        assert b"".join(pieces) == expected
+    coded = [(KIND_TEXT, factorize_text(texts), None) if k == KIND_TEXT else (k, v, m)
+             for k, v, m in columns]
+    assert encode_binary_copy(coded) == expected
+
+
+@pytest.mark.parametrize("values", [
+    [], ["a"], ["a", "a", "b", "b", "a"], ["x", "y"] * 5, ["ä", "a", "ä", None, None, "a"],
+    [None], ["t", pd.NA, pd.NA, "t"], [float("nan"), "a", float("nan")],
+])
+def test_text_dictionary_matches_a_row_by_row_one(values: list[object]) -> None:
+    coded = factorize_text(np.array(values, dtype=object))
+    assert isinstance(coded, TextCodes)
+    # Reference: the text of each row, None where missing.
+    expected = [None if v is None or v is pd.NA or isinstance(v, float) else v for v in values]
+    assert [None if c < 0 else coded.texts[c] for c in coded.codes] == expected
+    assert len(set(coded.texts)) == len(coded.texts)
+    assert coded.codes.dtype == np.int64
+
+
+@pytest.mark.parametrize("bad", [None, "", pd.NA])
+def test_missing_key_text_is_refused_naming_the_column(store: Store, bad: object) -> None:
+    batch = gps_batch(10)
+    trips = np.array(batch["trip_id"], dtype=object)
+    trips[4:6] = bad
+    batch["trip_id"] = trips
+    with pytest.raises(BatchError, match="empty") as info:
+        store.insert_samples(GPS, batch)
+    assert info.value.field == "trip_id"
+
+
+def test_duplicate_in_a_later_piece_still_stores_every_new_row(store: Store) -> None:
+    # Longer than one streamed piece, with the already stored rows at the end: the COPY
+    # fails after pieces were sent, and the whole batch must go through the staging path.
+    n = 20_000
+    assert n > 2 * ROWS_PER_CHUNK
+    batch = gps_batch(n)
+    tail = {k: np.asarray(v)[n - 1_000:] for k, v in batch.items()}
+    assert store.insert_samples(GPS, tail) == 1_000
+    assert store.insert_samples(GPS, batch) == n - 1_000
+    got = store.read_samples(GPS, "d1", "t1")
+    np.testing.assert_array_equal(got["t_us"], batch["time"])
+    np.testing.assert_array_equal(got["lat_deg"], batch["lat_deg"])
 
 
 def test_future_and_past_are_the_callers_policy_not_the_stores(store: Store) -> None:
