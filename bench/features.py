@@ -30,10 +30,8 @@ import numpy as np
 # worker steals the core the next serial measurement runs on.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from telematics.core.clean import clean_gps
-from telematics.core.features import compute_trip_features
+from telematics.core.features import compute_trip_features, stream_trip_features
 from telematics.core.params import DEFAULT_PARAMS, GpsParams
-from telematics.core.segment import segment_trips
 
 T0_S = 1_790_000_000.0
 WGS84_A_M = 6378137.0
@@ -74,18 +72,13 @@ def synthetic_trips(n_trips: int, n_points: int, seed: int = 7) -> dict[str, np.
 
 
 def full_gps_path(b: dict[str, np.ndarray], parallel: bool) -> Any:
-    """Clean, segment, then kinematics, events and features of the segmented trips."""
-    cleaned = clean_gps(b["t_s"], b["lat_deg"], b["lon_deg"], b["accuracy_m"], b["offsets"],
-                        now_s=T0_S + 1e7, parallel=parallel)
-    idx = cleaned.sample_index
-    seg = segment_trips(b["t_s"][idx], b["lat_deg"][idx], b["lon_deg"][idx], cleaned.offsets,
-                        parallel=parallel)
-    take = idx[seg.sample_index]
-    return compute_trip_features(
-        b["t_s"][take], b["lat_deg"][take], b["lon_deg"][take], seg.offsets,
-        speed_mps=b["speed_mps"][take], accuracy_m=b["accuracy_m"][take],
-        speed_limit_mps=b["speed_limit_mps"][take], time_zone="Europe/Amsterdam",
-        now_s=T0_S + 1e7, parallel=parallel,
+    """Clean, segment, then kinematics, events and features of the segmented trips, in
+    the core's one pass over the streams (the same result as the three steps chained,
+    see tests/core/test_stream.py)."""
+    return stream_trip_features(
+        b["t_s"], b["lat_deg"], b["lon_deg"], b["offsets"], speed_mps=b["speed_mps"],
+        accuracy_m=b["accuracy_m"], speed_limit_mps=b["speed_limit_mps"],
+        time_zone="Europe/Amsterdam", now_s=T0_S + 1e7, parallel=parallel,
     )
 
 

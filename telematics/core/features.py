@@ -1,12 +1,13 @@
-"""Per-trip features from raw GPS trips in one fused pass per trip: clean, kinematics,
-events and features, serially or with a parallel loop over trips."""
+"""Per-trip features from raw GPS trips in one fused pass per trip (clean, kinematics,
+events and features), or from device streams cleaned and cut into trips on the way,
+serially or with a parallel loop over trips."""
 
 from __future__ import annotations
 
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numba
@@ -38,6 +39,7 @@ from telematics.core.jit import dynamic_schedule, serial
 from telematics.core.jit import parallel as parallel_jit
 from telematics.core.kinematics import _trip_motion
 from telematics.core.params import DEFAULT_PARAMS, GpsParams, KernelParams
+from telematics.core.segment import _segment_stream
 from telematics.core.timezones import utc_offsets_s
 
 KERNEL_COLUMNS: tuple[str, ...] = (
@@ -264,6 +266,111 @@ _N_SCRATCH_ROWS = 18
 
 
 @serial
+def _steps_within_clean_speed(t_s: FloatArray, chord_m: FloatArray, p: KernelParams) -> bool:
+    """Whether every step needs clearly less than ``max_implied_speed_mps``: then cleaning
+    the trip again would keep every fix (its step lengths differ from the kinematics' by
+    the radii interpolation, under 1e-8 relative, far inside the 1e-6 margin)."""
+    limit = p.max_implied_speed_mps * (1.0 - 1e-6)
+    for i in range(1, t_s.shape[0]):
+        if not chord_m[i] <= limit * (t_s[i] - t_s[i - 1]):
+            return False
+    return True
+
+
+@serial
+def _gathered_pipeline(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
+    rx_speed_mps: FloatArray, speed_limit_mps: FloatArray, utc_offset_s: FloatArray,
+    rows: IntArray, n_raw: int, reclean: bool, now_s: float, prior_driving_s: float,
+    p: KernelParams, speed_edges_mps: FloatArray, accel_edges_mps2: FloatArray,
+    feat: FloatArray, heat: FloatArray, ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray,
+    keep: IntArray, scratch: FloatArray, flags: np.ndarray, ev_ints: IntArray,
+    ev_floats: FloatArray,
+) -> int:
+    """Kinematics, events and features of the trip made of the fixes ``rows`` (increasing
+    indices of clean fixes into the columns); return its event count.
+
+    With ``reclean`` the trip is first cleaned again as :func:`_trip_pipeline` would
+    clean it, which changes it only where a step needs the implied-speed filter (a jump
+    the stream's cleaning re-anchored on); the check rides on the kinematics. Scratch as
+    in :func:`_trip_pipeline`.
+    """
+    m = rows.shape[0]
+    first = rows[0] if m > 0 else 0
+    if m > 0 and rows[m - 1] - first == m - 1:
+        # No fix dropped inside the trip (the usual case): read the columns in place.
+        t = t_s[first:first + m]
+        lat = lat_deg[first:first + m]
+        lon = lon_deg[first:first + m]
+        acc = accuracy_m[first:first + m]
+        rx = rx_speed_mps[first:first + m]
+        limit = speed_limit_mps[first:first + m]
+        offset = utc_offset_s[first:first + m]
+    else:
+        for j in range(m):
+            i = rows[j]
+            scratch[_S_T, j] = t_s[i]
+            scratch[_S_LAT, j] = lat_deg[i]
+            scratch[_S_LON, j] = lon_deg[i]
+            scratch[_S_ACC, j] = accuracy_m[i]
+            scratch[_S_RX, j] = rx_speed_mps[i]
+            scratch[_S_LIMIT, j] = speed_limit_mps[i]
+            scratch[_S_OFFSET, j] = utc_offset_s[i]
+        t = scratch[_S_T, :m]
+        lat = scratch[_S_LAT, :m]
+        lon = scratch[_S_LON, :m]
+        acc = scratch[_S_ACC, :m]
+        rx = scratch[_S_RX, :m]
+        limit = scratch[_S_LIMIT, :m]
+        offset = scratch[_S_OFFSET, :m]
+    # Cornering looks at lateral acceleration from half its threshold up (see
+    # _gps_trip_events): below that the kinematics need not take an arctangent.
+    lat_floor = 0.5 * p.corner_lateral_mps2
+    _trip_motion(t, lat, lon, rx, p, lat_floor, scratch[_S_CHORD, :m], scratch[_S_DIST, :m],
+                 flags[0, :m], scratch[_S_POS_SPEED, :m], scratch[_S_SPEED, :m],
+                 scratch[_S_ACCEL, :m], scratch[_S_JERK, :m], scratch[_S_HEADING_RATE, :m],
+                 scratch[_S_LAT_ACCEL, :m], scratch[_S_EAST, :m], scratch[_S_NORTH, :m],
+                 flags[1, :m])
+    if reclean and not _steps_within_clean_speed(t, scratch[_S_CHORD, :m], p):
+        kept = _clean_trip(t, lat, lon, acc, now_s, p, keep)
+        if kept < m:
+            # Forward compaction (keep[j] >= j), in place when the columns are scratch.
+            for j in range(kept):
+                i = keep[j]
+                scratch[_S_T, j] = t[i]
+                scratch[_S_LAT, j] = lat[i]
+                scratch[_S_LON, j] = lon[i]
+                scratch[_S_ACC, j] = acc[i]
+                scratch[_S_RX, j] = rx[i]
+                scratch[_S_LIMIT, j] = limit[i]
+                scratch[_S_OFFSET, j] = offset[i]
+            m = kept
+            t = scratch[_S_T, :m]
+            lat = scratch[_S_LAT, :m]
+            lon = scratch[_S_LON, :m]
+            acc = scratch[_S_ACC, :m]
+            rx = scratch[_S_RX, :m]
+            limit = scratch[_S_LIMIT, :m]
+            offset = scratch[_S_OFFSET, :m]
+            _trip_motion(t, lat, lon, rx, p, lat_floor, scratch[_S_CHORD, :m],
+                         scratch[_S_DIST, :m], flags[0, :m], scratch[_S_POS_SPEED, :m],
+                         scratch[_S_SPEED, :m], scratch[_S_ACCEL, :m], scratch[_S_JERK, :m],
+                         scratch[_S_HEADING_RATE, :m], scratch[_S_LAT_ACCEL, :m],
+                         scratch[_S_EAST, :m], scratch[_S_NORTH, :m], flags[1, :m])
+    speed = scratch[_S_SPEED, :m]
+    accel = scratch[_S_ACCEL, :m]
+    n_events = _gps_trip_events(t, lat, lon, speed, accel,
+                                scratch[_S_LAT_ACCEL, :m], scratch[_S_HEADING_RATE, :m], limit,
+                                prior_driving_s, p, ev_kind, ev_sev, ev_f,
+                                feat[F_DRIVING_END:F_DRIVING_END + 1], ev_ints, ev_floats)
+    _trip_features(t, scratch[_S_CHORD, :m], scratch[_S_DIST, :m], flags[0, :m], speed,
+                   scratch[_S_POS_SPEED, :m], rx, accel, scratch[_S_JERK, :m], acc, limit,
+                   offset, n_raw, p,
+                   speed_edges_mps, accel_edges_mps2, feat, heat, scratch[_S_CONTEXT, :m])
+    return n_events
+
+
+@serial
 def _trip_pipeline(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
     rx_speed_mps: FloatArray, speed_limit_mps: FloatArray, utc_offset_s: FloatArray,
@@ -285,43 +392,11 @@ def _trip_pipeline(
     for i in range(t_s.shape[0]):
         if i == 0 or t_s[i] != t_s[i - 1]:
             n_raw += 1
-    t = scratch[_S_T, :m]
-    lat = scratch[_S_LAT, :m]
-    lon = scratch[_S_LON, :m]
-    acc = scratch[_S_ACC, :m]
-    rx = scratch[_S_RX, :m]
-    limit = scratch[_S_LIMIT, :m]
-    offset = scratch[_S_OFFSET, :m]
-    for j in range(m):
-        i = keep[j]
-        t[j] = t_s[i]
-        lat[j] = lat_deg[i]
-        lon[j] = lon_deg[i]
-        acc[j] = accuracy_m[i]
-        rx[j] = rx_speed_mps[i]
-        limit[j] = speed_limit_mps[i]
-        offset[j] = utc_offset_s[i]
-    chord = scratch[_S_CHORD, :m]
-    dist = scratch[_S_DIST, :m]
-    pos_speed = scratch[_S_POS_SPEED, :m]
-    speed = scratch[_S_SPEED, :m]
-    accel = scratch[_S_ACCEL, :m]
-    jerk = scratch[_S_JERK, :m]
-    heading_rate = scratch[_S_HEADING_RATE, :m]
-    lat_accel = scratch[_S_LAT_ACCEL, :m]
-    gap = flags[0, :m]
-    # Cornering looks at lateral acceleration from half its threshold up (see
-    # _gps_trip_events): below that the kinematics need not take an arctangent.
-    _trip_motion(t, lat, lon, rx, p, 0.5 * p.corner_lateral_mps2, chord, dist, gap,
-                 pos_speed, speed, accel, jerk, heading_rate, lat_accel,
-                 scratch[_S_EAST, :m], scratch[_S_NORTH, :m], flags[1, :m])
-    n_events = _gps_trip_events(t, lat, lon, speed, accel, lat_accel, heading_rate, limit,
-                                prior_driving_s, p, ev_kind, ev_sev, ev_f,
-                                feat[F_DRIVING_END:F_DRIVING_END + 1], ev_ints, ev_floats)
-    _trip_features(t, chord, dist, gap, speed, pos_speed, rx, accel, jerk, acc, limit, offset,
-                   n_raw, p, speed_edges_mps, accel_edges_mps2, feat, heat,
-                   scratch[_S_CONTEXT, :m])
-    return n_events
+    return _gathered_pipeline(t_s, lat_deg, lon_deg, accuracy_m, rx_speed_mps,
+                              speed_limit_mps, utc_offset_s, keep[:m], n_raw, False, now_s,
+                              prior_driving_s, p, speed_edges_mps, accel_edges_mps2, feat,
+                              heat, ev_kind, ev_sev, ev_f, keep, scratch, flags, ev_ints,
+                              ev_floats)
 
 
 def _features_batch(
@@ -365,6 +440,80 @@ def _features_batch(
 
 _features_serial = serial(_features_batch)
 _features_parallel = parallel_jit(_features_batch)
+
+
+def _clean_trip_rows_batch(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
+    rx_speed_mps: FloatArray, speed_limit_mps: FloatArray, utc_offset_s: FloatArray,
+    rows: IntArray, trip_start: IntArray, trip_stop: IntArray, chunks: IntArray,
+    ev_offsets: IntArray, now_s: float, prior_driving_s: FloatArray, p: KernelParams,
+    speed_edges_mps: FloatArray, accel_edges_mps2: FloatArray,
+    feat: FloatArray, heat: FloatArray, ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray,
+    n_events: IntArray,
+) -> None:
+    """:func:`_features_batch` for trips of clean fixes read in place: trip k is the
+    fixes ``rows[trip_start[k]:trip_stop[k]]`` of the columns, and it is cleaned again
+    only where that could change it (see :func:`_gathered_pipeline`)."""
+    for c in numba.prange(chunks.shape[0] - 1):
+        k0 = chunks[c]
+        k1 = chunks[c + 1]
+        longest = 0
+        for k in range(k0, k1):
+            longest = max(longest, trip_stop[k] - trip_start[k])
+        keep = np.empty(longest, dtype=np.int64)
+        scratch = np.empty((_N_SCRATCH_ROWS, longest))
+        flags = np.empty((2, longest), dtype=np.bool_)
+        ev_ints = np.empty((6, longest), dtype=np.int64)
+        ev_floats = np.empty((3, longest))
+        for k in range(k0, k1):
+            trip_rows = rows[trip_start[k]:trip_stop[k]]
+            es = ev_offsets[k]
+            ee = ev_offsets[k + 1]
+            n_events[k] = _gathered_pipeline(
+                t_s, lat_deg, lon_deg, accuracy_m, rx_speed_mps, speed_limit_mps,
+                utc_offset_s, trip_rows, trip_rows.shape[0], True, now_s, prior_driving_s[k],
+                p, speed_edges_mps, accel_edges_mps2, feat[k], heat[k], ev_kind[es:ee],
+                ev_sev[es:ee], ev_f[es:ee], keep, scratch, flags, ev_ints, ev_floats,
+            )
+
+
+_rows_features_serial = serial(_clean_trip_rows_batch)
+_rows_features_parallel = parallel_jit(_clean_trip_rows_batch)
+
+
+def _clean_and_segment_streams(
+    t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
+    offsets: IntArray, now_s: float, p: KernelParams, stop_radius_m: float,
+    stop_min_s: float, split_gap_s: float, core_radius_m: float,
+    rows: IntArray, start_slot: IntArray, stop_slot: IntArray, dist_slot: FloatArray,
+    n_trips: IntArray,
+) -> None:
+    """Per stream k: the indices of its kept fixes into ``rows[offsets[k]:]`` (as
+    :func:`telematics.core.clean.clean_gps`), then its trips as
+    :func:`telematics.core.segment.segment_trips` cuts them, trip q of the stream being
+    ``rows[offsets[k] + start_slot[offsets[k] + q]:offsets[k] + stop_slot[...]]``, and
+    their count into ``n_trips[k]``."""
+    for k in numba.prange(offsets.shape[0] - 1):
+        s = offsets[k]
+        e = offsets[k + 1]
+        kept = rows[s:e]
+        m = _clean_trip(t_s[s:e], lat_deg[s:e], lon_deg[s:e], accuracy_m[s:e], now_s, p, kept)
+        t = np.empty(m)
+        lat = np.empty(m)
+        lon = np.empty(m)
+        for j in range(m):
+            i = kept[j] + s
+            kept[j] = i
+            t[j] = t_s[i]
+            lat[j] = lat_deg[i]
+            lon[j] = lon_deg[i]
+        n_trips[k] = _segment_stream(t, lat, lon, stop_radius_m, stop_min_s, split_gap_s,
+                                     core_radius_m, False, start_slot[s:e], stop_slot[s:e],
+                                     dist_slot[s:e])
+
+
+_streams_serial = serial(_clean_and_segment_streams)
+_streams_parallel = parallel_jit(_clean_and_segment_streams)
 
 
 EVENT_COLUMNS: tuple[str, ...] = (
@@ -447,10 +596,14 @@ def _compact_events(
 def _run_kernel(
     columns: tuple[FloatArray, ...], offsets: IntArray, capacity: IntArray, now_s: float,
     prior: FloatArray, p: KernelParams, edges: tuple[FloatArray, FloatArray], n_heat: int,
-    use_parallel: bool,
+    use_parallel: bool, trip_rows: tuple[IntArray, IntArray, IntArray] | None = None,
 ) -> tuple[FloatArray, FloatArray, _EventArrays, IntArray, IntArray]:
     """Run the batch kernel; return features, heatmap, the events that fit their slots,
-    each trip's true event count and its slot count."""
+    each trip's true event count and its slot count.
+
+    Trips are raw slices ``offsets`` of ``columns``, or with ``trip_rows`` = (rows,
+    start, stop) clean fixes ``rows[start[k]:stop[k]]`` (``offsets`` then only give
+    their lengths)."""
     n_trips = offsets.shape[0] - 1
     ev_offsets = np.zeros(n_trips + 1, dtype=np.int64)
     np.cumsum(capacity, out=ev_offsets[1:])
@@ -461,9 +614,15 @@ def _run_kernel(
     ev_sev = np.empty(n_slots, dtype=np.int64)
     ev_f = np.empty((n_slots, N_EV_FLOAT))
     n_events = np.empty(n_trips, dtype=np.int64)
-    kernel: Any = _features_parallel if use_parallel else _features_serial
+    kernel: Any
+    if trip_rows is None:
+        kernel = _features_parallel if use_parallel else _features_serial
+        trips: tuple[IntArray, ...] = (offsets,)
+    else:
+        kernel = _rows_features_parallel if use_parallel else _rows_features_serial
+        trips = trip_rows
     with dynamic_schedule(1):
-        kernel(*columns, offsets, _trip_chunks(offsets), ev_offsets, now_s, prior, p,
+        kernel(*columns, *trips, _trip_chunks(offsets), ev_offsets, now_s, prior, p,
                edges[0], edges[1], feat, heat, ev_kind, ev_sev, ev_f, n_events)
     out_offsets = np.zeros(n_trips + 1, dtype=np.int64)
     np.cumsum(np.minimum(n_events, capacity), out=out_offsets[1:])
@@ -609,6 +768,21 @@ def compute_trip_features(
         columns, offs, np.diff(offs) // _SAMPLES_PER_EVENT_SLOT + _MIN_EVENT_SLOTS, now, prior,
         p, edges, n_heat, parallel,
     )
+    return _assemble(feat, heat, events, n_events, capacity,
+                     lambda k: tuple(a[offs[k]:offs[k + 1]] for a in columns), now, prior, p,
+                     edges, imu, extra_events, params)
+
+
+def _assemble(
+    feat: FloatArray, heat: FloatArray, events: _EventArrays, n_events: IntArray,
+    capacity: IntArray, trip_columns: Callable[[int], tuple[FloatArray, ...]], now: float,
+    prior: FloatArray, p: KernelParams, edges: tuple[FloatArray, FloatArray],
+    imu: np.ndarray, extra_events: pd.DataFrame | None, params: GpsParams,
+) -> TripFeatures:
+    """The feature and event tables from the batch kernel's output; ``trip_columns(k)``
+    gives trip k's raw kernel columns to re-run a trip whose events overflowed."""
+    n_trips = feat.shape[0]
+    n_heat = heat.shape[1]
     parts = [events]
     # A trip with more events than slots (rare: an event every few samples) is re-run
     # alone with a provable bound: each of its seven detections finds at most one event
@@ -617,10 +791,11 @@ def compute_trip_features(
     if overflow.shape[0]:
         parts[0] = events.take(~np.isin(events.trip, overflow))
         for k in overflow:
-            s, e = offs[k], offs[k + 1]
+            trip = trip_columns(int(k))
+            n_k = trip[0].shape[0]
             f1, h1, ev1, _, _ = _run_kernel(
-                tuple(a[s:e] for a in columns), np.array([0, e - s], dtype=np.int64),
-                np.array([7 * (e - s) + 1]), now, prior[k:k + 1], p, edges, n_heat, False,
+                trip, np.array([0, n_k], dtype=np.int64), np.array([7 * n_k + 1]), now,
+                prior[k:k + 1], p, edges, n_heat, False,
             )
             feat[k], heat[k] = f1[0], h1[0]
             parts.append(ev1._replace(trip=np.full(ev1.trip.shape[0], k, dtype=np.int64)))
@@ -676,3 +851,82 @@ def compute_trip_features(
         "lon_deg": ev.values[:, EV_LON],
     })
     return TripFeatures(features, events_out)
+
+
+class StreamTripFeatures(NamedTuple):
+    """Result of :func:`stream_trip_features`: as :class:`TripFeatures`, plus the device
+    ``stream`` each trip came from."""
+
+    features: pd.DataFrame
+    events: pd.DataFrame
+    stream: IntArray
+
+
+def stream_trip_features(
+    t_s: Any, lat_deg: Any, lon_deg: Any, offsets: Any = None, *,
+    speed_mps: Any = None, accuracy_m: Any = None, speed_limit_mps: Any = None,
+    time_zone: str | Sequence[str] = "UTC", now_s: float | None = None,
+    params: GpsParams = DEFAULT_PARAMS, parallel: bool = False,
+) -> StreamTripFeatures:
+    """Features and events of the trips in continuous device streams: clean, segment and
+    score in one pass over the streams, with no copies between the steps.
+
+    Inputs as in :func:`compute_trip_features`, except that ``offsets`` bounds device
+    streams, which :func:`telematics.core.segment.segment_trips` cuts into trips, and
+    ``time_zone`` is one zone or one per stream. The result is the one of
+    :func:`telematics.core.clean.clean_gps`, then ``segment_trips`` on the cleaned
+    streams, then ``compute_trip_features`` on the trips' fixes: trips are numbered
+    stream by stream in time order, and ``stream[trip]`` says where each came from.
+    """
+    t = float_column("t_s", t_s, finite=True)
+    n = t.shape[0]
+    lat = float_column("lat_deg", lat_deg, n)
+    lon = float_column("lon_deg", lon_deg, n)
+    rx = optional_float_column("speed_mps", speed_mps, n)
+    acc = optional_float_column("accuracy_m", accuracy_m, n)
+    limit = optional_float_column("speed_limit_mps", speed_limit_mps, n)
+    offs = offsets_column(offsets, n)
+    now = time.time() if now_s is None else float(now_s)
+    if not math.isfinite(now):
+        raise ValueError("now_s: must be finite")
+    # The tie keys of clean_gps, so that the same fix of equal times is kept.
+    order = sort_order(t, offs, acc, lat, lon)
+    if order is not None:
+        t, lat, lon, rx, acc, limit = (a[order] for a in (t, lat, lon, rx, acc, limit))
+    # utc_offsets_s cannot index an empty batch (nor, so, can compute_trip_features).
+    utc_offset = (utc_offsets_s(t, offs, time_zone, now + params.max_future_s) if n
+                  else np.empty(0))
+    p = params.kernel()
+    n_streams = offs.shape[0] - 1
+    rows = np.empty(n, dtype=np.int64)
+    start_slot = np.empty(n, dtype=np.int64)
+    stop_slot = np.empty(n, dtype=np.int64)
+    trips_per_stream = np.empty(n_streams, dtype=np.int64)
+    streams_kernel = _streams_parallel if parallel else _streams_serial
+    with dynamic_schedule():
+        streams_kernel(t, lat, lon, acc, offs, now, p, params.stop_radius_m,
+                       params.stop_min_s, params.split_gap_s, params.stop_core_radius_m,
+                       rows, start_slot, stop_slot, np.empty(n), trips_per_stream)
+    stream = np.repeat(np.arange(n_streams, dtype=np.int64), trips_per_stream)
+    trip_base = np.zeros(n_streams + 1, dtype=np.int64)
+    np.cumsum(trips_per_stream, out=trip_base[1:])
+    slot = offs[stream] + np.arange(stream.shape[0]) - trip_base[stream]
+    start = offs[stream] + start_slot[slot]
+    stop = offs[stream] + stop_slot[slot]
+    trip_offsets = np.zeros(stream.shape[0] + 1, dtype=np.int64)
+    np.cumsum(stop - start, out=trip_offsets[1:])
+    n_trips = stream.shape[0]
+    prior = np.zeros(n_trips)
+    edges = (np.asarray(params.heatmap_speed_edges_mps, dtype=np.float64),
+             np.asarray(params.heatmap_accel_edges_mps2, dtype=np.float64))
+    n_heat = (edges[0].shape[0] - 1) * (edges[1].shape[0] - 1)
+    columns = (t, lat, lon, acc, rx, limit, utc_offset)
+    feat, heat, events, n_events, capacity = _run_kernel(
+        columns, trip_offsets,
+        np.diff(trip_offsets) // _SAMPLES_PER_EVENT_SLOT + _MIN_EVENT_SLOTS, now, prior, p,
+        edges, n_heat, parallel, (rows, start, stop),
+    )
+    out = _assemble(feat, heat, events, n_events, capacity,
+                    lambda k: tuple(a[rows[start[k]:stop[k]]] for a in columns), now, prior,
+                    p, edges, np.zeros(n_trips, dtype=bool), None, params)
+    return StreamTripFeatures(out.features, out.events, stream)

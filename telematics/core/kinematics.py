@@ -138,6 +138,27 @@ def _kinematics_trip(
 
 
 @serial
+def _fix_speed(
+    i: int, before_ok: bool, before_m: float, before_s: float, after_ok: bool,
+    after_m: float, after_s: float, rx_speed_mps: FloatArray, p: KernelParams,
+    pos_speed_mps: FloatArray, speed_mps: FloatArray,
+) -> None:
+    """Position speed and speed of fix i from the non-gap steps before and after it."""
+    total = 0.0
+    span = 0.0
+    if before_ok:
+        total += before_m
+        span += before_s
+    if after_ok:
+        total += after_m
+        span += after_s
+    pos = total / span if span > 0.0 else math.nan
+    pos_speed_mps[i] = pos
+    rx = rx_speed_mps[i]
+    speed_mps[i] = rx if rx >= 0.0 and rx <= p.max_implied_speed_mps else pos
+
+
+@serial
 def _trip_motion(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, rx_speed_mps: FloatArray,
     p: KernelParams, lat_floor_mps2: float,
@@ -164,6 +185,10 @@ def _trip_motion(
     path_m[0] = 0.0
     gap_before[0] = True
     heading_ok[0] = False
+    # The previous step, for the speed at the fix between it and this one.
+    prev_d = 0.0
+    prev_dt = 0.0
+    prev_ok = False
     for i in range(1, n):
         if abs(lat_deg[i] - anchor[0]) > _ANCHOR_SPAN_DEG:
             anchor = _radii_anchor(lat_deg[i])
@@ -180,17 +205,20 @@ def _trip_motion(
         gap_before[i] = gap
         heading_ok[i] = not gap and d >= p.min_heading_speed_mps * dt
         path_m[i] = _path_step_m(rx_speed_mps[i - 1], rx_speed_mps[i], dt, d, p)
-    # Speed at i needs the step after it: speeds run one fix behind the steps, and
-    # acceleration (i - 1) and jerk (i - 2) behind the speeds.
-    for i in range(n):
-        pos_speed_mps[i] = _position_speed_mps(i, n, t_s, dist_m, gap_before)
-        rx = rx_speed_mps[i]
-        speed_mps[i] = rx if rx >= 0.0 and rx <= p.max_implied_speed_mps else pos_speed_mps[i]
-        if i >= 1:
-            if gap_before[i]:
-                accel_mps2[i - 1] = math.nan
-            else:
-                accel_mps2[i - 1] = (speed_mps[i] - speed_mps[i - 1]) / (t_s[i] - t_s[i - 1])
+        # Speed at fix i - 1 needs the steps on both sides of it: speeds run one fix
+        # behind the steps (summed in the order _position_speed_mps sums them). In this
+        # loop rather than a pass of its own, which costs several times more.
+        _fix_speed(i - 1, prev_ok, prev_d, prev_dt, not gap, d, dt, rx_speed_mps, p,
+                   pos_speed_mps, speed_mps)
+        prev_d, prev_dt, prev_ok = d, dt, not gap
+    _fix_speed(n - 1, prev_ok, prev_d, prev_dt, False, 0.0, 0.0, rx_speed_mps, p,
+               pos_speed_mps, speed_mps)
+    # Acceleration (i - 1) and jerk (i - 2) run behind the speeds.
+    for i in range(1, n):
+        if gap_before[i]:
+            accel_mps2[i - 1] = math.nan
+        else:
+            accel_mps2[i - 1] = (speed_mps[i] - speed_mps[i - 1]) / (t_s[i] - t_s[i - 1])
         if i >= 2:
             if gap_before[i - 1] or gap_before[i]:
                 jerk_mps3[i - 2] = math.nan

@@ -55,7 +55,7 @@ def _near(lat_deg: FloatArray, lon_deg: FloatArray, m_r: FloatArray, nc_r: Float
 def _segment_stream(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray,
     stop_radius_m: float, stop_min_s: float, split_gap_s: float, core_radius_m: float,
-    start_out: IntArray, stop_out: IntArray, dist_out: FloatArray,
+    with_distance: bool, start_out: IntArray, stop_out: IntArray, dist_out: FloatArray,
 ) -> int:
     """Cut one cleaned stream into trips; return their count.
 
@@ -68,7 +68,8 @@ def _segment_stream(
     one stop to the first core fix of the next, and a step longer than ``split_gap_s``
     ends it. Fragments whose fixes all lie within the stop radius of their first fix are
     part of a stop, not trips. Trip q is ``[start_out[q], stop_out[q])`` with path length
-    ``dist_out[q]``.
+    ``dist_out[q]`` (NaN unless ``with_distance``: a caller scoring the trips measures
+    them itself).
     """
     n = t_s.shape[0]
     m_r = np.empty(n)
@@ -127,13 +128,16 @@ def _segment_stream(
             i += 1
             continue
         moved = False
-        dist = 0.0
+        dist = 0.0 if with_distance else math.nan
         for q in range(cur + 1, end):
-            east, north = _step_en(lat_deg[q - 1], lon_deg[q - 1], m_r[q - 1], nc_r[q - 1],
-                                   lat_deg[q], lon_deg[q], m_r[q], nc_r[q])
-            dist += math.sqrt(east * east + north * north)
+            if with_distance:
+                east, north = _step_en(lat_deg[q - 1], lon_deg[q - 1], m_r[q - 1],
+                                       nc_r[q - 1], lat_deg[q], lon_deg[q], m_r[q], nc_r[q])
+                dist += math.sqrt(east * east + north * north)
             if not moved:
                 moved = not _within(lat_deg, lon_deg, m_r, nc_r, cur, q, stop_radius_m)
+                if moved and not with_distance:
+                    break
         if moved:
             start_out[count] = cur
             stop_out[count] = end
@@ -156,7 +160,7 @@ def _segment_slots(
         s = offsets[k]
         e = offsets[k + 1]
         c = _segment_stream(t_s[s:e], lat_deg[s:e], lon_deg[s:e], stop_radius_m, stop_min_s,
-                            split_gap_s, core_radius_m, start_slot[s:e], stop_slot[s:e],
+                            split_gap_s, core_radius_m, True, start_slot[s:e], stop_slot[s:e],
                             dist_slot[s:e])
         total = 0
         for q in range(s, s + c):
