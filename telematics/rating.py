@@ -246,7 +246,10 @@ def _inputs_sql(plan: Plan) -> str:
     # Float sums depend on their order: a fixed order makes a policy's inputs (and so its
     # record hash) the same whichever other policies are priced with it.
     order = "ORDER BY f.started_at, f.device_id, f.trip_id"
-    sums = "".join(f", sum({n.sql} {order}) FILTER (WHERE f.started_at >= b.from_at) AS {name}"
+    # Every counted trip's km are driven and billed; behaviour (its numerators, the km they
+    # are rated on and the credibility experience) comes from trips long enough to score.
+    in_period = "f.started_at >= b.from_at"
+    sums = "".join(f", sum({n.sql} {order}) FILTER (WHERE {in_period} AND f.scored) AS {name}"
                    for name, n in NUMERATORS.items())
     numerators = "".join(f", s.{name}" for name in NUMERATORS)
     columns = ", ".join(f"{key} float8" for key in FEATURE_KEYS)
@@ -268,17 +271,18 @@ WITH pol AS (
       FROM pol
 ), s AS (
     SELECT b.policy_id,
-           sum(f.distance_m {order}) FILTER (WHERE f.started_at >= b.from_at) * 0.001 AS dist_km,
-           sum(f.distance_m {order}) * 0.001 AS experience_dist_km{sums}
+           sum(f.distance_m {order}) FILTER (WHERE {in_period}) * 0.001 AS dist_km,
+           sum(f.distance_m {order}) FILTER (WHERE {in_period} AND f.scored) * 0.001 AS scored_km,
+           sum(f.distance_m {order}) FILTER (WHERE f.scored) * 0.001 AS experience_dist_km{sums}
       FROM b
-      JOIN trip_features f ON f.policy_id = b.policy_id AND f.started_at < b.to_at AND f.scored
+      JOIN trip_features f ON f.policy_id = b.policy_id AND f.started_at < b.to_at
       CROSS JOIN LATERAL jsonb_to_record(f.features) AS x({columns})
       JOIN trips t ON t.device_id = f.device_id AND t.trip_id = f.trip_id
      WHERE {COUNTS_AGAINST_DRIVER}
      GROUP BY b.policy_id
 )
 SELECT b.policy_id, (b.to_date - b.from_date) AS period_days, b.consent{factors},
-       s.dist_km, s.experience_dist_km{numerators},
+       s.dist_km, s.scored_km, s.experience_dist_km{numerators},
        prev.premium_cents, prev.usage_exposure_years, prev.lines
   FROM b
   LEFT JOIN s ON s.policy_id = b.policy_id
@@ -316,12 +320,13 @@ def read_period(conn: psycopg.Connection[Any], plan: Plan, period_start: date, p
         names = [d.name for d in cur.description]
         rows = cur.fetchall()
     raw = pd.DataFrame.from_records(rows, columns=names)
-    float_columns = ["dist_km", "experience_dist_km", *NUMERATORS, "premium_cents", "usage_exposure_years"]
+    float_columns = ["dist_km", "scored_km", "experience_dist_km", *NUMERATORS, "premium_cents",
+                     "usage_exposure_years"]
     for column in float_columns:
         raw[column] = pd.to_numeric(raw[column], errors="raise").astype(np.float64)
     consent = raw["consent"].to_numpy(dtype=bool)
     dist_km = raw["dist_km"].fillna(0.0).to_numpy()
-    scored = np.where(consent, dist_km, np.nan)
+    scored = np.where(consent, raw["scored_km"].fillna(0.0).to_numpy(), np.nan)
     frame: dict[str, Any] = {
         "policy_id": raw["policy_id"].astype(object).to_numpy(),
         "period_days": raw["period_days"].to_numpy(dtype=np.int64),

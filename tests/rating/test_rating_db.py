@@ -82,7 +82,8 @@ def test_inputs_sum_the_trips_that_count_against_the_driver(conn: psycopg.Connec
     inputs = rating_inputs(conn, *OCTOBER, plan=default_plan()).set_index("policy_id")
     row = inputs.loc["A"]
     assert row["period_days"] == 31
-    assert row["dist_km"] == pytest.approx(50.0) and row["scored_dist_km"] == pytest.approx(50.0)
+    # The 0.3 km trip too short to score was still driven: billed, but not rated on.
+    assert row["dist_km"] == pytest.approx(50.3) and row["scored_dist_km"] == pytest.approx(50.0)
     assert row["experience_dist_km"] == pytest.approx(120.0)
     assert row["harsh_brake_count"] == 3 and row["harsh_accel_count"] == 1 and row["harsh_corner_count"] == 1
     assert row["night_dist_km"] == pytest.approx(5.0)
