@@ -868,8 +868,9 @@ def stream_trip_features(
     time_zone: str | Sequence[str] = "UTC", now_s: float | None = None,
     params: GpsParams = DEFAULT_PARAMS, parallel: bool = False,
 ) -> StreamTripFeatures:
-    """Features and events of the trips in continuous device streams: clean, segment and
-    score in one pass over the streams, with no copies between the steps.
+    """Features and events of the trips in continuous device streams: one kernel pass
+    cleans and segments each stream, a second scores its trips reading the kept fixes in
+    place (no column copies between the steps, no second cleaning of clean trips).
 
     Inputs as in :func:`compute_trip_features`, except that ``offsets`` bounds device
     streams, which :func:`telematics.core.segment.segment_trips` cuts into trips, and
