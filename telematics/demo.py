@@ -134,9 +134,10 @@ def _bar(total: int, desc: str) -> tuple[tqdm[Any], Callable[[int], None]]:
 def _summary_tables(url: str, period: tuple[date, date]) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         trips = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE f.scored AND"
-            f" {COUNTS_AGAINST_DRIVER}), coalesce(sum(f.distance_m) FILTER (WHERE f.scored"
-            f" AND {COUNTS_AGAINST_DRIVER}), 0) / 1000.0"
+            # Counted: the trips whose km are billed (scored or too short to score).
+            "SELECT count(*), count(*) FILTER (WHERE f.trip_id IS NOT NULL AND"
+            f" {COUNTS_AGAINST_DRIVER}), coalesce(sum(f.distance_m) FILTER (WHERE"
+            f" f.trip_id IS NOT NULL AND {COUNTS_AGAINST_DRIVER}), 0) / 1000.0"
             " FROM trips t LEFT JOIN trip_features f USING (device_id, trip_id)"
             " WHERE t.policy_id LIKE %s AND t.source <> 'obd_feed'", (PREFIX + "%",)).fetchone()
         events: dict[str, int] = dict(conn.execute(
@@ -154,7 +155,7 @@ def _summary_tables(url: str, period: tuple[date, date]) -> dict[str, Any]:
     assert trips is not None
     amounts = np.array(premiums)
     return {
-        "trips": int(trips[0]), "scored_trips": int(trips[1]), "scored_km": round(float(trips[2]), 1),
+        "trips": int(trips[0]), "counted_trips": int(trips[1]), "counted_km": round(float(trips[2]), 1),
         "events": {str(k): int(v) for k, v in events.items()},
         "transport_modes": {str(k): int(v) for k, v in modes.items()},
         "premiums": {
@@ -284,8 +285,8 @@ def _recovery_figures(report: dict[str, Any], *, imu: bool) -> dict[str, Any]:
 def print_summary(summary: dict[str, Any], workbench_url: str) -> None:
     rows = [
         ("drivers", f"{summary['drivers']} over {summary['days']} days"),
-        ("trips (counted)", f"{summary['trips']} ({summary['scored_trips']})"),
-        ("counted km", f"{summary['scored_km']:,.0f}"),
+        ("trips (counted)", f"{summary['trips']} ({summary['counted_trips']})"),
+        ("counted km", f"{summary['counted_km']:,.0f}"),
         ("events", ", ".join(f"{k} {v}" for k, v in summary["events"].items()) or "none"),
         ("uploads", f"{summary['uploads']['requests']} requests, "
                     f"{summary['uploads']['samples_stored']:,} samples stored"),

@@ -36,7 +36,7 @@ def demo_env(own_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mp.setenv("UBI_DATABASE_URL", own_db_url)
         mp.chdir(workdir)  # the demo keeps its state in ./.ubi/demo
         summary = run_demo(DemoOptions(drivers=8, days=3, policies=20_000, seed=3, out=workdir / "report"))
-    assert summary["scored_trips"] > 0 and summary["premiums"]["policies"] > 0, summary
+    assert summary["counted_trips"] > 0 and summary["premiums"]["policies"] > 0, summary
     yield {**os.environ, "UBI_DATABASE_URL": own_db_url, "JUPYTER_PLATFORM_DIRS": "1",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
 
