@@ -10,6 +10,7 @@ import numpy as np
 
 from telematics.core.checks import FloatArray, IntArray, float_column, offsets_column
 from telematics.core.clean import _is_strictly_increasing
+from telematics.core.geo import _DEG
 from telematics.core.jit import serial
 from telematics.core.params import KernelParams
 
@@ -233,7 +234,7 @@ def _emit(
 @serial
 def _gps_trip_events(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, speed_mps: FloatArray,
-    accel_mps2: FloatArray, lat_accel_mps2: FloatArray, heading_rate_dps: FloatArray,
+    accel_mps2: FloatArray, heading_rate_dps: FloatArray, accuracy_m: FloatArray,
     speed_limit_mps: FloatArray, prior_driving_s: float, p: KernelParams,
     ev_kind: IntArray, ev_sev: IntArray, ev_f: FloatArray, driving_end_out: FloatArray,
     ints: IntArray, floats: FloatArray,
@@ -243,10 +244,9 @@ def _gps_trip_events(
     Events are written while they fit in ``ev_kind``'s length (see ``_detect_runs``).
     ``prior_driving_s`` is the driving time without a break carried in from earlier trips;
     ``driving_end_out[0]`` receives the driving time without a break at the trip's end.
-    ``ints[6, >= n]`` and ``floats[3, >= n]`` are scratch, reused across trips by the
-    caller. ``lat_accel_mps2`` only needs to be exact where its magnitude reaches half
-    ``corner_lateral_mps2`` (and ``heading_rate_dps`` there): smaller values only ever
-    fail the comparisons below, so a kernel may leave any such smaller value in place.
+    ``ints[6, >= n]`` and ``floats`` are scratch, reused across trips by the
+    caller (``floats[4, >= n]``). ``heading_rate_dps`` must be exact at every fix (NaN
+    where there is no turn); ``accuracy_m`` is the fixes' reported accuracy (NaN unknown).
     """
     n = t_s.shape[0]
     driving_end_out[0] = prior_driving_s
@@ -254,7 +254,7 @@ def _gps_trip_events(
         return 0
     a_start, a_end, a_peak, b_start, b_end, b_peak = (ints[0, :n], ints[1, :n], ints[2, :n],
                                                       ints[3, :n], ints[4, :n], ints[5, :n])
-    a_end_t, b_end_t, series = floats[0, :n], floats[1, :n], floats[2, :n]
+    a_end_t, b_end_t, series, lat2 = floats[0, :n], floats[1, :n], floats[2, :n], floats[3, :n]
     q = 0
     # Harsh and moderate braking, then acceleration: a moderate event overlapping a harsh
     # one of its kind is the same manoeuvre and is reported once, as the harsh one.
@@ -285,11 +285,26 @@ def _gps_trip_events(
             q = _emit(q, kind, SEV_MODERATE, b_start[e], b_end_t[e], b_peak[e],
                       accel_mps2[b_peak[e]], t_s, lat_deg, lon_deg, speed_mps,
                       ev_kind, ev_sev, ev_f)
-    # Cornering: lateral acceleration magnitude, confirmed by a real change of heading
-    # over the manoeuvre (the run widened to where |lateral| stays above half the
-    # threshold) and by speed, so GPS jitter while crawling is not a corner.
+    # Cornering: lateral acceleration over two consecutive turns (from the step into fix
+    # i to the step out of fix i + 1, over the time between those steps' middles). One
+    # turn at 1 Hz carries about 1.2 m/s^2 of noise from the fixes' own error, enough to
+    # lift a 2 m/s^2 junction turn over the threshold; over two turns a white position
+    # error enters twice with opposite signs and the noise halves, while a real corner's
+    # lateral acceleration lasts the 2 s or more of its arc. Confirmed by a real change of
+    # heading over the manoeuvre (the run widened to where this lateral stays above half
+    # the threshold) and by speed, so GPS jitter while crawling is not a corner.
     for i in range(n):
-        series[i] = abs(lat_accel_mps2[i])
+        series[i] = math.nan
+        lat2[i] = math.nan
+    for i in range(1, n - 2):
+        r0 = heading_rate_dps[i]
+        r1 = heading_rate_dps[i + 1]
+        if r0 == r0 and r1 == r1:
+            hs0 = 0.5 * (t_s[i + 1] - t_s[i - 1])
+            hs1 = 0.5 * (t_s[i + 2] - t_s[i])
+            rate = (r0 * hs0 + r1 * hs1) / (hs0 + hs1) * _DEG
+            lat2[i] = -0.5 * (speed_mps[i] + speed_mps[i + 1]) * rate
+            series[i] = abs(lat2[i])
     na = _detect_runs(t_s, series, p.corner_lateral_mps2, 1, p.harsh_min_duration_s,
                       p.harsh_merge_s, p.gap_s, a_start, a_end, a_peak, a_end_t)
     half = 0.5 * p.corner_lateral_mps2
@@ -300,19 +315,25 @@ def _gps_trip_events(
         while lo > 1 and series[lo - 1] >= half:
             lo -= 1
         hi = a_end[e]
-        while hi < n - 2 and series[hi + 1] >= half:
+        while hi < n - 3 and series[hi + 1] >= half:
             hi += 1
+        # The window's two-turn laterals span the turns at fixes lo to hi + 1.
         turn_deg = 0.0
-        for i in range(max(lo, 1), min(hi, n - 2) + 1):
-            rate = heading_rate_dps[i]
-            if rate == rate:
-                turn_deg += rate * 0.5 * (t_s[i + 1] - t_s[i - 1])
+        for i in range(lo, hi + 2):
+            turn_deg += heading_rate_dps[i] * 0.5 * (t_s[i + 1] - t_s[i - 1])
         if abs(turn_deg) <= p.corner_min_heading_change_deg:
+            continue
+        # Those turns use the fixes lo - 1 to hi + 2.
+        vague = False
+        for i in range(lo - 1, hi + 3):
+            if accuracy_m[i] > p.corner_max_accuracy_m:
+                vague = True
+        if vague:
             continue
         peak = series[a_peak[e]]
         q = _emit(q, KIND_CORNERING, _severity(peak, p.corner_band_high_mps2,
                                                p.corner_band_severe_mps2),
-                  a_start[e], a_end_t[e], a_peak[e], lat_accel_mps2[a_peak[e]], t_s, lat_deg,
+                  a_start[e], a_end_t[e], a_peak[e], lat2[a_peak[e]], t_s, lat_deg,
                   lon_deg, speed_mps, ev_kind, ev_sev, ev_f)
     # Speeding: speed over the trigger, which is the posted limit plus the tolerance
     # where the feed carries a limit and the absolute fallback elsewhere.

@@ -323,9 +323,9 @@ def _gathered_pipeline(
         rx = scratch[_S_RX, :m]
         limit = scratch[_S_LIMIT, :m]
         offset = scratch[_S_OFFSET, :m]
-    # Cornering looks at lateral acceleration from half its threshold up (see
-    # _gps_trip_events): below that the kinematics need not take an arctangent.
-    lat_floor = 0.5 * p.corner_lateral_mps2
+    # Cornering sums two consecutive turns (see _gps_trip_events), so every turn must be
+    # exact: no floor below which the kinematics skip the arctangent.
+    lat_floor = 0.0
     _trip_motion(t, lat, lon, rx, p, lat_floor, scratch[_S_CHORD, :m], scratch[_S_DIST, :m],
                  flags[0, :m], scratch[_S_POS_SPEED, :m], scratch[_S_SPEED, :m],
                  scratch[_S_ACCEL, :m], scratch[_S_JERK, :m], scratch[_S_HEADING_RATE, :m],
@@ -359,8 +359,8 @@ def _gathered_pipeline(
                          scratch[_S_EAST, :m], scratch[_S_NORTH, :m], flags[1, :m])
     speed = scratch[_S_SPEED, :m]
     accel = scratch[_S_ACCEL, :m]
-    n_events = _gps_trip_events(t, lat, lon, speed, accel,
-                                scratch[_S_LAT_ACCEL, :m], scratch[_S_HEADING_RATE, :m], limit,
+    n_events = _gps_trip_events(t, lat, lon, speed, accel, scratch[_S_HEADING_RATE, :m], acc,
+                                limit,
                                 prior_driving_s, p, ev_kind, ev_sev, ev_f,
                                 feat[F_DRIVING_END:F_DRIVING_END + 1], ev_ints, ev_floats)
     _trip_features(t, scratch[_S_CHORD, :m], scratch[_S_DIST, :m], flags[0, :m], speed,
@@ -384,7 +384,7 @@ def _trip_pipeline(
 
     The rest is scratch with at least the trip's length per row, reused from trip to trip:
     ``keep``, ``scratch[_N_SCRATCH_ROWS]``, ``flags[2]`` and the events' ``ev_ints[6]``
-    and ``ev_floats[3]``.
+    and ``ev_floats[4]``.
     """
     m = _clean_trip(t_s, lat_deg, lon_deg, accuracy_m, now_s, p, keep)
     # Received fixes count distinct times, so a re-sent upload does not lower kept_share.
@@ -424,7 +424,7 @@ def _features_batch(
         scratch = np.empty((_N_SCRATCH_ROWS, longest))
         flags = np.empty((2, longest), dtype=np.bool_)
         ev_ints = np.empty((6, longest), dtype=np.int64)
-        ev_floats = np.empty((3, longest))
+        ev_floats = np.empty((4, longest))
         for k in range(k0, k1):
             s = offsets[k]
             e = offsets[k + 1]
@@ -464,7 +464,7 @@ def _clean_trip_rows_batch(
         scratch = np.empty((_N_SCRATCH_ROWS, longest))
         flags = np.empty((2, longest), dtype=np.bool_)
         ev_ints = np.empty((6, longest), dtype=np.int64)
-        ev_floats = np.empty((3, longest))
+        ev_floats = np.empty((4, longest))
         for k in range(k0, k1):
             trip_rows = rows[trip_start[k]:trip_stop[k]]
             es = ev_offsets[k]

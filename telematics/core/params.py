@@ -35,6 +35,7 @@ class KernelParams(NamedTuple):
     corner_band_severe_mps2: float
     corner_min_heading_change_deg: float
     corner_min_speed_mps: float
+    corner_max_accuracy_m: float
     speeding_tolerance_mps: float
     speeding_fallback_limit_mps: float
     speeding_min_duration_s: float
@@ -103,6 +104,9 @@ class GpsParams:
     corner_band_severe_mps2: float = 5.5
     corner_min_heading_change_deg: float = 30.0
     corner_min_speed_mps: float = 18.0 * KMH
+    # A corner is measured from positions: a fix reporting worse accuracy (a multipath
+    # jump of tens of metres) makes a turn of its own. Project choice.
+    corner_max_accuracy_m: float = 10.0
     # Speeding (Zendrive, Drivewise).
     speeding_tolerance_mps: float = 8.0 * KMH
     speeding_fallback_limit_mps: float = 130.0 * KMH
