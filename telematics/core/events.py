@@ -321,7 +321,9 @@ def _gps_trip_events(
         turn_deg = 0.0
         for i in range(lo, hi + 2):
             turn_deg += heading_rate_dps[i] * 0.5 * (t_s[i + 1] - t_s[i - 1])
-        if abs(turn_deg) <= p.corner_min_heading_change_deg:
+        # A corner needs a known turn of more than the minimum: a NaN sum (a step too
+        # slow for a heading inside the window) is no turn.
+        if not abs(turn_deg) > p.corner_min_heading_change_deg:
             continue
         # Those turns use the fixes lo - 1 to hi + 2.
         vague = False

@@ -263,3 +263,104 @@ def segment(t, lat, lon, p: GpsParams) -> list[tuple[int, int]]:
             trips.append((cur, end))
         cur = nxt
     return trips
+
+
+E2 = F * (2 - F)
+
+
+def local_step_en(lat1: float, lon1: float, lat2: float, lon2: float) -> tuple[float, float]:
+    """(east, north) metres from fix 1 to fix 2 on WGS84's local radii of curvature at the
+    step's mid-latitude (meridional M, prime vertical N cos(lat)); longitude wraps."""
+    mid = math.radians(0.5 * (lat1 + lat2))
+    w = 1 - E2 * math.sin(mid) ** 2
+    m = A * (1 - E2) / w**1.5
+    nc = A * math.cos(mid) / math.sqrt(w)
+    dlon = (lon2 - lon1 + 180.0) % 360.0 - 180.0
+    return math.radians(dlon) * nc, math.radians(lat2 - lat1) * m
+
+
+def corner_lateral(t, lat, lon, rx, p: GpsParams) -> dict[str, np.ndarray]:
+    """Per fix of one cleaned trip: ``speed_mps``, ``turn_deg`` (heading change from the
+    step into fix i to the step out of it, positive clockwise) and ``lateral_mps2`` (the
+    two-turn lateral acceleration of fix i: speed x heading change over the turns at fixes
+    i and i+1, per time between the middles of the step into i and the step out of i+1,
+    positive to the left). NaN where a step is a gap or too slow for a heading."""
+    n = len(t)
+    dist = np.zeros(n)
+    no_gap = np.zeros(n, dtype=bool)  # the step into fix i
+    course: list[float | None] = [None] * n  # course of the step out of fix i, radians
+    for i in range(1, n):
+        east, north = local_step_en(lat[i - 1], lon[i - 1], lat[i], lon[i])
+        dt = t[i] - t[i - 1]
+        dist[i] = math.hypot(east, north)
+        no_gap[i] = dt <= p.gap_s and dist[i] <= p.max_implied_speed_mps * dt
+        if no_gap[i] and dist[i] >= p.min_heading_speed_mps * dt:
+            course[i - 1] = math.atan2(east, north)
+    speed = np.full(n, np.nan)
+    for i in range(n):
+        if 0 <= rx[i] <= p.max_implied_speed_mps:
+            speed[i] = rx[i]
+            continue
+        steps = [j for j in (i, i + 1) if 0 < j < n and no_gap[j]]
+        if steps:
+            speed[i] = sum(dist[j] for j in steps) / sum(t[j] - t[j - 1] for j in steps)
+    turn = np.full(n, np.nan)
+    for i in range(1, n - 1):
+        before, after = course[i - 1], course[i]
+        if before is not None and after is not None:
+            turn[i] = math.degrees((after - before + math.pi) % (2 * math.pi) - math.pi)
+    lateral = np.full(n, np.nan)
+    for i in range(1, n - 2):
+        span_s = 0.5 * (t[i + 1] + t[i + 2]) - 0.5 * (t[i - 1] + t[i])
+        heading_change = math.radians(turn[i] + turn[i + 1])
+        lateral[i] = -0.5 * (speed[i] + speed[i + 1]) * heading_change / span_s
+    return {"speed_mps": speed, "turn_deg": turn, "lateral_mps2": lateral}
+
+
+def gps_corner_events(t, lat, lon, rx, accuracy_m, p: GpsParams):
+    """Cornering events of one cleaned trip as (start, end_t_s, peak, peak_value, severity)
+    by the documented rule, step by step; start and peak are fix indices."""
+    n = len(t)
+    k = corner_lateral(t, lat, lon, rx, p)
+    speed, turn, lateral = k["speed_mps"], k["turn_deg"], k["lateral_mps2"]
+    size = np.abs(lateral)
+    half = p.corner_lateral_mps2 / 2
+
+    def hold_s(j: int) -> float:
+        """How long fix j's lateral holds: until the next fix, else as long as the last step."""
+        if j + 1 < n and t[j + 1] - t[j] <= p.gap_s:
+            return t[j + 1] - t[j]
+        if j >= 1 and t[j] - t[j - 1] <= p.gap_s:
+            return t[j] - t[j - 1]
+        return 0.0
+
+    # A run too short to count is dropped before runs merge, so none of its fixes can be
+    # the peak of the event it lies inside (the kernel's reading; threshold_runs takes the
+    # peak over the whole merged span).
+    counted = size.copy()
+    for start, end, _ in threshold_runs(t, size, p.corner_lateral_mps2, 1, 0.0, 0.0, p.gap_s):
+        if t[end] + hold_s(end) - t[start] < p.harsh_min_duration_s - 1e-9:
+            counted[start:end + 1] = np.nan
+    out = []
+    for start, end, peak in threshold_runs(t, counted, p.corner_lateral_mps2, 1,
+                                           p.harsh_min_duration_s, p.harsh_merge_s, p.gap_s):
+        if not speed[peak] > p.corner_min_speed_mps:
+            continue
+        lo, hi = start, end
+        while lo > 0 and size[lo - 1] >= half:
+            lo -= 1
+        while hi + 1 < n and size[hi + 1] >= half:
+            hi += 1
+        # The laterals of fixes lo..hi measure the turns at fixes lo..hi+1; an unknown
+        # turn leaves the heading change unknown, which is not more than the minimum.
+        heading_change = sum(turn[i] for i in range(lo, hi + 2))
+        if not abs(heading_change) > p.corner_min_heading_change_deg:
+            continue
+        fixes = {j for i in range(lo, hi + 2) for j in (i - 1, i, i + 1)}
+        if any(accuracy_m[j] > p.corner_max_accuracy_m for j in fixes):
+            continue
+        a = size[peak]
+        severity = ("severe" if a >= p.corner_band_severe_mps2
+                    else "high" if a >= p.corner_band_high_mps2 else "medium")
+        out.append((start, t[end] + hold_s(end), peak, lateral[peak], severity))
+    return out
