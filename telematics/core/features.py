@@ -278,6 +278,24 @@ def _steps_within_clean_speed(t_s: FloatArray, chord_m: FloatArray, p: KernelPar
 
 
 @serial
+def _gather_columns(scratch: FloatArray, rows: IntArray, m: int, t_s: FloatArray,
+                    lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
+                    rx_speed_mps: FloatArray, speed_limit_mps: FloatArray,
+                    utc_offset_s: FloatArray) -> None:
+    """Copy fixes ``rows[:m]`` of the columns into the scratch rows, in order; the columns
+    may be those scratch rows themselves when ``rows[j] >= j`` (forward compaction)."""
+    for j in range(m):
+        i = rows[j]
+        scratch[_S_T, j] = t_s[i]
+        scratch[_S_LAT, j] = lat_deg[i]
+        scratch[_S_LON, j] = lon_deg[i]
+        scratch[_S_ACC, j] = accuracy_m[i]
+        scratch[_S_RX, j] = rx_speed_mps[i]
+        scratch[_S_LIMIT, j] = speed_limit_mps[i]
+        scratch[_S_OFFSET, j] = utc_offset_s[i]
+
+
+@serial
 def _gathered_pipeline(
     t_s: FloatArray, lat_deg: FloatArray, lon_deg: FloatArray, accuracy_m: FloatArray,
     rx_speed_mps: FloatArray, speed_limit_mps: FloatArray, utc_offset_s: FloatArray,
@@ -307,15 +325,8 @@ def _gathered_pipeline(
         limit = speed_limit_mps[first:first + m]
         offset = utc_offset_s[first:first + m]
     else:
-        for j in range(m):
-            i = rows[j]
-            scratch[_S_T, j] = t_s[i]
-            scratch[_S_LAT, j] = lat_deg[i]
-            scratch[_S_LON, j] = lon_deg[i]
-            scratch[_S_ACC, j] = accuracy_m[i]
-            scratch[_S_RX, j] = rx_speed_mps[i]
-            scratch[_S_LIMIT, j] = speed_limit_mps[i]
-            scratch[_S_OFFSET, j] = utc_offset_s[i]
+        _gather_columns(scratch, rows, m, t_s, lat_deg, lon_deg, accuracy_m, rx_speed_mps,
+                        speed_limit_mps, utc_offset_s)
         t = scratch[_S_T, :m]
         lat = scratch[_S_LAT, :m]
         lon = scratch[_S_LON, :m]
@@ -335,15 +346,7 @@ def _gathered_pipeline(
         kept = _clean_trip(t, lat, lon, acc, now_s, p, keep)
         if kept < m:
             # Forward compaction (keep[j] >= j), in place when the columns are scratch.
-            for j in range(kept):
-                i = keep[j]
-                scratch[_S_T, j] = t[i]
-                scratch[_S_LAT, j] = lat[i]
-                scratch[_S_LON, j] = lon[i]
-                scratch[_S_ACC, j] = acc[i]
-                scratch[_S_RX, j] = rx[i]
-                scratch[_S_LIMIT, j] = limit[i]
-                scratch[_S_OFFSET, j] = offset[i]
+            _gather_columns(scratch, keep, kept, t, lat, lon, acc, rx, limit, offset)
             m = kept
             t = scratch[_S_T, :m]
             lat = scratch[_S_LAT, :m]
