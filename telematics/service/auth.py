@@ -70,3 +70,14 @@ DeviceDep = Annotated[Principal, Depends(require_device)]
 AnyPrincipal = Annotated[Principal, Depends(principal)]
 UnderwriterDep = Annotated[Principal, Depends(require_scope("underwriter"))]
 AdminDep = Annotated[Principal, Depends(require_scope("admin"))]
+
+
+def session_or_login(who: Principal | None, message: str, *, login_url: str | None) -> Principal:
+    """The page or form user behind a header or a session cookie. Without one, a page
+    (``login_url`` given) sends the browser to log in and come back; a form post gets 401."""
+    if who is not None:
+        return who
+    if login_url is not None:
+        raise Problem(303, "login_required", message,
+                      headers={"Location": login_url, "Cache-Control": "no-store"})
+    raise Problem(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})

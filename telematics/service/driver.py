@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from telematics.service import pages
-from telematics.service.auth import DeviceDep, Principal, principal
+from telematics.service.auth import DeviceDep, Principal, principal, session_or_login
 from telematics.service.deps import store_of
 from telematics.service.premium_view import (
     BEHAVIOUR_TEXT,
@@ -154,19 +154,12 @@ def _device(request: Request) -> Principal | None:
 
 
 def device_page(request: Request) -> Principal:
-    who = _device(request)
-    if who is None:
-        raise Problem(303, "login_required", "log in with the app's key first",
-                      headers={"Location": "/driver/login", "Cache-Control": "no-store"})
-    return who
+    return session_or_login(_device(request), "log in with the app's key first",
+                            login_url="/driver/login")
 
 
 def device_action(request: Request) -> Principal:
-    who = _device(request)
-    if who is None:
-        raise Problem(401, "unauthorized", "log in with the app's key first",
-                      headers={"WWW-Authenticate": "Bearer"})
-    return who
+    return session_or_login(_device(request), "log in with the app's key first", login_url=None)
 
 
 DevicePage = Annotated[Principal, Depends(device_page)]

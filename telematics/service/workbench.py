@@ -17,7 +17,7 @@ from starlette.responses import Response
 from pricing.validate import gini, ordered_lorenz
 from telematics import provisional
 from telematics.service import charts, pages
-from telematics.service.auth import Principal, principal
+from telematics.service.auth import Principal, principal, session_or_login
 from telematics.service.deps import store_of
 from telematics.service.premium_view import (
     BreakdownError,
@@ -75,22 +75,14 @@ def _staff(request: Request) -> Principal | None:
 
 def staff_page(request: Request) -> Principal:
     """For pages: without a session, go to the login page and come back."""
-    who = _staff(request)
-    if who is None:
-        target = quote(request.url.path, safe="/")
-        raise Problem(303, "login_required", "log in to the workbench first",
-                      headers={"Location": f"/workbench/login?next={target}",
-                               "Cache-Control": "no-store"})
-    return who
+    target = quote(request.url.path, safe="/")
+    return session_or_login(_staff(request), "log in to the workbench first",
+                            login_url=f"/workbench/login?next={target}")
 
 
 def staff_action(request: Request) -> Principal:
     """For form posts: without a session, 401."""
-    who = _staff(request)
-    if who is None:
-        raise Problem(401, "unauthorized", "log in to the workbench first",
-                      headers={"WWW-Authenticate": "Bearer"})
-    return who
+    return session_or_login(_staff(request), "log in to the workbench first", login_url=None)
 
 
 StaffPage = Annotated[Principal, Depends(staff_page)]

@@ -134,6 +134,8 @@ def test_driver_sees_only_his_own_policy(server: ServerThread, tokens: Tokens,
             "Authorization": f"Bearer {tokens.underwriter}"}).status_code == 403
         r = c.get("/driver/")
         assert r.status_code == 303 and r.headers["location"] == "/driver/login"
+        r = c.post("/driver/trips/wb-trip-1/label", data={"label": "passenger"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert c.post("/driver/login", data={"token": tokens.underwriter}).status_code == 401
         # the other driver's page shows his policy only, and cannot relabel this trip
         with driver_client(server, other) as mine:
