@@ -237,6 +237,10 @@ def test_review_decisions_land_in_the_audit_trail(server: ServerThread, tokens: 
     with staff_client(server, tokens.underwriter) as uw:
         queue = uw.get("/workbench/reviews").text
         assert all(t in queue for t in trips) and "why did it go up?" in queue
+        # Each row's form posts its decision to its own endpoint.
+        assert all(f'action="/workbench/relabels/{device.device_id}/{t}/decision"' in queue
+                   for t in trips)
+        assert f'action="/workbench/reviews/{review_id}/decision"' in queue
         for trip_id, decision in zip(trips, ("accepted", "rejected"), strict=True):
             r = uw.post(f"/workbench/relabels/{device.device_id}/{trip_id}/decision",
                         data={"decision": decision, "note": f"{decision} after a call"})
