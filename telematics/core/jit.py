@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numba
@@ -13,6 +16,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Fast-math flags that keep NaN and inf semantics: a GPS dropout is NaN by design, so
 # "nnan" and "ninf" (and therefore the blanket fastmath=True) are never allowed.
 FASTMATH_FLAGS: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+
+def source_digest(paths: Iterable[Path]) -> str:
+    """A short hash over the names and contents of the given source files."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _kernel_sources() -> list[Path]:
+    core = Path(__file__).resolve().parent
+    return [*core.glob("*.py"), core.parent / "store" / "pgcopy.py"]
+
+
+# numba's disk cache checks only the source file of the function it compiled, not the
+# files of the kernels inlined into it: after an edit to events.py the cached features
+# kernel would go on running the old events code. Kernels are therefore cached in a
+# folder named after a hash of every kernel source, so that any edit (or upgrade)
+# compiles them afresh. Set before any kernel is decorated: numba picks a function's
+# cache folder then.
+KERNEL_CACHE_DIR = os.path.join(
+    os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parent / "__pycache__"),
+    f"ubi-kernels-{source_digest(_kernel_sources())}")
+numba.config.CACHE_DIR = KERNEL_CACHE_DIR  # type: ignore[attr-defined]
 
 
 def serial(func: F) -> F:

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+import telematics.core.jit  # noqa: F401  (sets the kernels' cache folder before njit below)
+
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
