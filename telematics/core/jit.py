@@ -40,12 +40,21 @@ def _kernel_sources() -> list[Path]:
 KERNEL_CACHE_DIR = os.path.join(
     os.environ.get("NUMBA_CACHE_DIR") or str(Path(__file__).resolve().parent / "__pycache__"),
     f"ubi-kernels-{source_digest(_kernel_sources())}")
-numba.config.CACHE_DIR = KERNEL_CACHE_DIR  # type: ignore[attr-defined]
+
+
+def cached_njit(**options: Any) -> Callable[[F], F]:
+    """``numba.njit(cache=True, **options)`` with the cache in ``KERNEL_CACHE_DIR``. The
+    folder is numba's global setting, read when a function is decorated, so it is set at
+    each decoration (another package may have pointed it elsewhere meanwhile)."""
+    def decorate(func: F) -> F:
+        numba.config.CACHE_DIR = KERNEL_CACHE_DIR  # type: ignore[attr-defined]
+        return cast(F, numba.njit(cache=True, **options)(func))
+    return decorate
 
 
 def serial(func: F) -> F:
     """Compile a serial kernel: nopython, cached on disk, NaN-safe fast math."""
-    return cast(F, numba.njit(cache=True, fastmath=set(FASTMATH_FLAGS), nogil=True)(func))
+    return cached_njit(fastmath=set(FASTMATH_FLAGS), nogil=True)(func)
 
 
 def parallel(func: F) -> F:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
-import telematics.core.jit  # noqa: F401  (sets the kernels' cache folder before njit below)
+from telematics.core.jit import cached_njit
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -53,7 +52,7 @@ def factorize_text(values: object) -> TextCodes:
 CopyColumn = tuple[int, np.ndarray | TextCodes, np.ndarray | None]
 
 
-@njit(cache=True)
+@cached_njit()
 def _encoded_size(kinds, values, nulls, text_offsets, lo, hi):  # pragma: no cover - numba
     n_cols = values.shape[0]
     size = 0
@@ -74,14 +73,14 @@ def _encoded_size(kinds, values, nulls, text_offsets, lo, hi):  # pragma: no cov
     return size
 
 
-@njit(cache=True)
+@cached_njit()
 def _put_int(out, pos, value, n_bytes):  # pragma: no cover - numba
     for i in range(n_bytes):
         out[pos + i] = (value >> (8 * (n_bytes - 1 - i))) & 0xFF
     return pos + n_bytes
 
 
-@njit(cache=True)
+@cached_njit()
 def _encode_rows(kinds, values, nulls, text_blob, text_offsets, lo, hi, out):  # pragma: no cover
     n_cols = values.shape[0]
     pos = 0
