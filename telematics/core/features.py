@@ -710,6 +710,20 @@ def _stack(columns: list[Any], n_rows: int, dtype: type) -> np.ndarray:
     return out
 
 
+def _gps_columns(t_s: Any, lat_deg: Any, lon_deg: Any, speed_mps: Any, accuracy_m: Any,
+                 speed_limit_mps: Any, offsets: Any) -> tuple[FloatArray, FloatArray, FloatArray,
+                                                           FloatArray, FloatArray, FloatArray,
+                                                           IntArray]:
+    """The public wrappers' GPS columns, validated (each error names its column)."""
+    t = float_column("t_s", t_s, finite=True)
+    n = t.shape[0]
+    return (t, float_column("lat_deg", lat_deg, n), float_column("lon_deg", lon_deg, n),
+            optional_float_column("speed_mps", speed_mps, n),
+            optional_float_column("accuracy_m", accuracy_m, n),
+            optional_float_column("speed_limit_mps", speed_limit_mps, n),
+            offsets_column(offsets, n))
+
+
 def compute_trip_features(
     t_s: Any, lat_deg: Any, lon_deg: Any, offsets: Any = None, *,
     speed_mps: Any = None, accuracy_m: Any = None, speed_limit_mps: Any = None,
@@ -737,14 +751,8 @@ def compute_trip_features(
     Returns the feature table (one row per trip, columns in docs/FEATURES.md) and the
     event table (``EVENT_COLUMNS``), sorted by trip and start time.
     """
-    t = float_column("t_s", t_s, finite=True)
-    n = t.shape[0]
-    lat = float_column("lat_deg", lat_deg, n)
-    lon = float_column("lon_deg", lon_deg, n)
-    rx = optional_float_column("speed_mps", speed_mps, n)
-    acc = optional_float_column("accuracy_m", accuracy_m, n)
-    limit = optional_float_column("speed_limit_mps", speed_limit_mps, n)
-    offs = offsets_column(offsets, n)
+    t, lat, lon, rx, acc, limit, offs = _gps_columns(t_s, lat_deg, lon_deg, speed_mps,
+                                                     accuracy_m, speed_limit_mps, offsets)
     n_trips = offs.shape[0] - 1
     if prior_driving_s is None:
         prior = np.zeros(n_trips)
@@ -882,14 +890,9 @@ def stream_trip_features(
     streams, then ``compute_trip_features`` on the trips' fixes: trips are numbered
     stream by stream in time order, and ``stream[trip]`` says where each came from.
     """
-    t = float_column("t_s", t_s, finite=True)
+    t, lat, lon, rx, acc, limit, offs = _gps_columns(t_s, lat_deg, lon_deg, speed_mps,
+                                                     accuracy_m, speed_limit_mps, offsets)
     n = t.shape[0]
-    lat = float_column("lat_deg", lat_deg, n)
-    lon = float_column("lon_deg", lon_deg, n)
-    rx = optional_float_column("speed_mps", speed_mps, n)
-    acc = optional_float_column("accuracy_m", accuracy_m, n)
-    limit = optional_float_column("speed_limit_mps", speed_limit_mps, n)
-    offs = offsets_column(offsets, n)
     now = time.time() if now_s is None else float(now_s)
     if not math.isfinite(now):
         raise ValueError("now_s: must be finite")
