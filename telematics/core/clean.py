@@ -25,10 +25,13 @@ from telematics.core.params import DEFAULT_PARAMS, GpsParams, KernelParams
 @serial
 def _is_strictly_increasing(t_s: FloatArray, offsets: IntArray) -> bool:
     """True when time strictly increases inside every trip (the common, no-sort case)."""
+    # Branch-free within a trip, so the comparison loop vectorises.
     for k in range(offsets.shape[0] - 1):
+        increasing = True
         for i in range(offsets[k] + 1, offsets[k + 1]):
-            if not t_s[i] > t_s[i - 1]:
-                return False
+            increasing &= t_s[i] > t_s[i - 1]
+        if not increasing:
+            return False
     return True
 
 

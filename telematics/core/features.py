@@ -703,6 +703,12 @@ def _column_index(names: tuple[str, ...]) -> pd.Index:
     return pd.Index(names)
 
 
+@functools.lru_cache(maxsize=64)
+def _categories(names: tuple[str, ...], ordered: bool) -> pd.CategoricalDtype:
+    """A categorical dtype, built once per set of names (as :func:`_column_index`)."""
+    return pd.CategoricalDtype(pd.Index(names), ordered=ordered)
+
+
 def _stack(columns: list[Any], n_rows: int, dtype: type) -> np.ndarray:
     out: np.ndarray = np.empty((n_rows, len(columns)), dtype=dtype)
     for c, values in enumerate(columns):
@@ -846,13 +852,15 @@ def _assemble(
                             np.float64),
                      columns=_column_index(tuple(c for c in columns_out if c not in counts))),
         pd.DataFrame(heat, columns=_column_index(tuple(heatmap_columns(params)))),
-        pd.DataFrame({"scored": feat[:, F_SCORED] > 0.5}),
+        pd.DataFrame((feat[:, F_SCORED] > 0.5)[:, None], columns=_column_index(("scored",))),
     ], axis=1)
     events_out = pd.DataFrame({
         "trip": ev.trip,
-        "kind": pd.Categorical.from_codes(ev.kind, categories=pd.Index(kinds)),
-        "severity": pd.Categorical.from_codes(ev.severity, categories=pd.Index(SEVERITIES),
-                                              ordered=True),
+        # Codes come from the kernel and _extra_event_arrays, in range by construction.
+        "kind": pd.Categorical.from_codes(ev.kind, dtype=_categories(tuple(kinds), False),
+                                          validate=False),
+        "severity": pd.Categorical.from_codes(ev.severity, dtype=_categories(SEVERITIES, True),
+                                              validate=False),
         "start_t_s": ev.values[:, EV_START_T],
         "end_t_s": ev.values[:, EV_END_T],
         "duration_s": ev.values[:, EV_END_T] - ev.values[:, EV_START_T],
@@ -900,9 +908,7 @@ def stream_trip_features(
     order = sort_order(t, offs, acc, lat, lon)
     if order is not None:
         t, lat, lon, rx, acc, limit = (a[order] for a in (t, lat, lon, rx, acc, limit))
-    # utc_offsets_s cannot index an empty batch (nor, so, can compute_trip_features).
-    utc_offset = (utc_offsets_s(t, offs, time_zone, now + params.max_future_s) if n
-                  else np.empty(0))
+    utc_offset = utc_offsets_s(t, offs, time_zone, now + params.max_future_s)
     p = params.kernel()
     n_streams = offs.shape[0] - 1
     rows = np.empty(n, dtype=np.int64)

@@ -95,9 +95,14 @@ def utc_offsets_s(
         raise ValueError(f"time_zone: {len(zones)} zones for {n_trips} trips")
     lengths = np.diff(offsets)
     nonempty = lengths > 0
-    t = np.clip(t_s, 0.0, t_max_s)
-    start = t[np.minimum(offsets[:-1], max(t.shape[0] - 1, 0))] if t.shape[0] else t
-    end = t[np.maximum(offsets[1:] - 1, 0)] if t.shape[0] else t
+    if t_s.shape[0] == 0:
+        for name in set(zones):
+            iana_zone(name)
+        return np.empty(0)
+    # Only the looked-up times are clipped: clipping the whole column costs more than
+    # the rest of this function for a batch of short trips.
+    start = np.clip(t_s[np.minimum(offsets[:-1], t_s.shape[0] - 1)], 0.0, t_max_s)
+    end = np.clip(t_s[np.maximum(offsets[1:] - 1, 0)], 0.0, t_max_s)
     trip_offset = np.zeros(n_trips)
     varying = np.zeros(n_trips, dtype=bool)
     names = {time_zone: None} if isinstance(time_zone, str) else dict.fromkeys(zones)
@@ -112,5 +117,5 @@ def utc_offsets_s(
     out = np.repeat(trip_offset, lengths)
     for k in np.flatnonzero(varying):
         s, e = offsets[k], offsets[k + 1]
-        out[s:e] = _lookup(zones[k], t[s:e])
+        out[s:e] = _lookup(zones[k], np.clip(t_s[s:e], 0.0, t_max_s))
     return out

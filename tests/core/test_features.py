@@ -106,6 +106,11 @@ def test_awkward_batches():
     assert row["n_gaps"] == 0 and row["kept_share"] == pytest.approx(17 / 21)
     empty = compute_trip_features([], [], [], [0], now_s=NOW)
     assert len(empty.features) == 0 and len(empty.events) == 0
+    # No samples but one (empty) trip, the default offsets: one row of nothing.
+    nothing = compute_trip_features([], [], [], now_s=NOW, time_zone="Europe/Paris")
+    assert nothing.features["n_samples"].tolist() == [0] and nothing.events.empty
+    with pytest.raises(ValueError, match="time_zone"):
+        compute_trip_features([], [], [], now_s=NOW, time_zone="Mars/Olympus_Mons")
 
 
 def test_parallel_equals_serial():
