@@ -1,4 +1,4 @@
-"""`ubi maintenance`: retention and housekeeping, safe to run at any time."""
+"""`ubi maintenance`: retention, erasure and housekeeping, safe to run at any time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from typing import Any
 
 import psycopg
 
+from telematics.rating import reseal_pseudonymised
 from telematics.store import privacy as privacy_sql
+
+
+def erase_policyholder(conn: psycopg.Connection[Any], policy_id: str,
+                       actor: str) -> dict[str, Any]:
+    """Erase a policyholder (see :func:`telematics.store.privacy.erase_policy`) and reseal
+    the premiums kept under the pseudonym, so their hashes no longer lead back to the
+    policy id. Runs in the caller's transaction."""
+    result = privacy_sql.erase_policy(conn, policy_id, actor)
+    result["premiums_resealed"] = reseal_pseudonymised(conn, result["pseudonym"])
+    return result
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,9 @@ def run_maintenance(url: str, *, now: datetime | None = None,
         erased = []
         for policy_id in expired:
             with conn.transaction():
-                erased.append(privacy_sql.erase_policy(conn, policy_id,
-                                                       "maintenance")["pseudonym"])
+                erased.append(erase_policyholder(conn, policy_id, "maintenance")["pseudonym"])
         report["policies_erased_after_legal_period"] = len(erased)
+        # Premiums erased before their hashes were resealed on erasure.
+        with conn.transaction():
+            report["pseudonymised_premiums_resealed"] = reseal_pseudonymised(conn)
     return report

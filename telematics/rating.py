@@ -78,7 +78,14 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pricing.audit import RECORDS_FORMAT, ReplayReport, audit_records, code_version, replay
+from pricing.audit import (
+    RECORDS_FORMAT,
+    ReplayReport,
+    audit_records,
+    code_version,
+    record_hash,
+    replay,
+)
 from pricing.breakdown import (
     change_from_previous,
     coach,
@@ -731,13 +738,56 @@ class StoredReplay:
         }
 
 
+def _stored_record(amount: Any, breakdown: dict[str, Any], inputs: dict[str, Any],
+                   code_version_: str, plan_document: dict[str, Any],
+                   plan_sha256: str) -> dict[str, Any]:
+    """A stored premium as the audit record it was written from (without its hash)."""
+    minor = int(plan_document["currency"]["minor_units"])
+    return {"inputs": inputs, "plan_id": plan_document["plan_id"],
+            "plan_version": plan_document["version"], "plan_sha256": plan_sha256,
+            "code_version": code_version_,
+            "premium_cents": int((Decimal(amount) * (10 ** minor)).to_integral_value()),
+            "breakdown_cents": {str(item["line"]): int(item["amount_cents"])
+                                for item in breakdown.get("lines", [])}}
+
+
+def reseal_pseudonymised(conn: psycopg.Connection[Any], policy_id: str | None = None) -> int:
+    """Hash pseudonymised premiums again over what they now hold; return how many changed.
+
+    Erasure replaces the identifiers inside a premium's inputs, but its stored hash was
+    taken over the original record: anyone who knows the old policy id could recompute
+    that hash and find the person's premiums again. Resealed, the hash covers the
+    pseudonymised record (so replay verifies it) and links to nothing. ``policy_id`` (a
+    pseudonym) limits the work to one erased policy; without it every pseudonymised
+    premium whose hash does not match its record is resealed.
+    """
+    rows = conn.execute(
+        "SELECT q.premium_id, q.amount, q.breakdown, q.inputs, q.code_version, q.sha256,"
+        " r.document, r.sha256 FROM premiums q JOIN rating_plans r ON r.version = q.plan_version"
+        " WHERE q.pseudonymised AND (%(p)s::text IS NULL OR q.policy_id = %(p)s)",
+        {"p": policy_id}).fetchall()
+    resealed = []
+    for premium_id, amount, breakdown, inputs, version, sha, document, plan_sha in rows:
+        digest = record_hash(_stored_record(amount, breakdown, inputs, version, document,
+                                            plan_sha))
+        if digest != sha or breakdown.get("record_sha256") != digest:
+            resealed.append((digest, digest, premium_id))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE premiums SET sha256 = %s,"
+            " breakdown = jsonb_set(breakdown, '{record_sha256}', to_jsonb(%s::text))"
+            " WHERE premium_id = %s", resealed)
+    return len(resealed)
+
+
 def replay_stored(conn: psycopg.Connection[Any], *, period_start: date | None = None, period_end: date | None = None,
                   plan_version: str | None = None, kind: str | None = None) -> StoredReplay:
     """Recompute stored premiums from their stored inputs and plan; report every cent of
     difference, a stored amount that disagrees with its breakdown, and a broken hash.
 
-    A pseudonymised premium's inputs had the policy id replaced on erasure, so its hash can
-    no longer be checked; its premium and lines still are.
+    A pseudonymised premium is resealed on erasure (see :func:`reseal_pseudonymised`) and
+    verifies like any other; one erased before that holds a hash over its original record
+    that can no longer be checked, counted as unverifiable (its premium and lines still are).
     """
     rows = conn.execute(
         "SELECT q.premium_id, q.policy_id, q.period_start, q.period_end, q.kind, q.amount, q.breakdown,"
@@ -758,12 +808,10 @@ def replay_stored(conn: psycopg.Connection[Any], *, period_start: date | None = 
                 key, document, plan_sha) in enumerate(rows):
         if plan_sha not in plans:
             plans[plan_sha] = _stored_plan(key, document, plan_sha, cache=False).to_dict()
-        minor = int(document["currency"]["minor_units"])
-        amount_cents = int((Decimal(amount) * (10 ** minor)).to_integral_value())
-        lines = {str(item["line"]): int(item["amount_cents"]) for item in breakdown.get("lines", [])}
-        records.append({"inputs": inputs, "plan_id": document["plan_id"], "plan_version": document["version"],
-                        "plan_sha256": plan_sha, "code_version": version, "premium_cents": amount_cents,
-                        "breakdown_cents": lines, "record_sha256": sha})
+        record = _stored_record(amount, breakdown, inputs, version, document, plan_sha)
+        amount_cents = record["premium_cents"]
+        record["record_sha256"] = sha
+        records.append(record)
         groups.setdefault((start, end, row_kind), []).append(index)
         for field, stored, expected in (("breakdown.premium_cents", breakdown.get("premium_cents"), amount_cents),
                                         ("breakdown.record_sha256", breakdown.get("record_sha256"), sha)):

@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
+from telematics import maintenance
 from telematics.service import uploads
 from telematics.service.auth import AnyPrincipal, DeviceDep, Principal, UnderwriterDep
 from telematics.service.deps import idempotent, store_of
@@ -202,7 +203,7 @@ def erase(request: Request, policy_id: PolicyId, who: AnyPrincipal,
         if exists is None:
             raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
         actor = "policyholder" if who.kind == "device" else f"staff:{who.name}"
-        result = privacy_sql.erase_policy(conn, policy_id, actor)
+        result = maintenance.erase_policyholder(conn, policy_id, actor)
     return {"erased": True, "deleted": result["deleted"]}
 
 

@@ -300,16 +300,34 @@ def test_provisional_premiums_inside_one_caller_transaction(rating_url: str) -> 
 
 
 def test_an_erased_policy_still_replays_under_its_pseudonym(conn: psycopg.Connection[Any]) -> None:
+    from telematics.maintenance import erase_policyholder
+    from telematics.rating import reseal_pseudonymised
     from telematics.store.privacy import erase_policy
 
     _portfolio(conn, 4, seed=8)
     reprice_period(conn, default_plan(), *OCTOBER)
+    before = dict(conn.execute("SELECT policy_id, sha256 FROM premiums").fetchall())
     with conn.transaction():
-        pseudonym = erase_policy(conn, "P002", actor="test")["pseudonym"]
+        pseudonym = erase_policyholder(conn, "P002", actor="test")["pseudonym"]
     result = replay_stored(conn)
-    assert result.ok and result.n_records == 4 and result.unverifiable_hashes == 1
-    assert conn.execute("SELECT count(*) FROM premiums WHERE policy_id = %s AND pseudonymised",
-                        (pseudonym,)).fetchone() == (1,)
+    assert result.ok and result.n_records == 4 and result.unverifiable_hashes == 0
+    sha, inputs, breakdown = conn.execute(
+        "SELECT sha256, inputs, breakdown FROM premiums WHERE policy_id = %s AND pseudonymised",
+        (pseudonym,)).fetchone()
+    # The old hash, which anyone knowing the policy id could recompute, is gone.
+    assert sha != before["P002"] and breakdown["record_sha256"] == sha
+    assert inputs["policy_id"] == pseudonym
+    assert sha not in before.values()
+    # A premium erased without resealing (as before resealing existed) cannot be
+    # verified until maintenance reseals it.
+    with conn.transaction():
+        erase_policy(conn, "P003", actor="test")
+    assert replay_stored(conn).unverifiable_hashes == 1
+    with conn.transaction():
+        assert reseal_pseudonymised(conn) == 1
+        assert reseal_pseudonymised(conn) == 0
+    result = replay_stored(conn)
+    assert result.ok and result.unverifiable_hashes == 0
 
 
 def test_coaching_with_fixed_targets_matches_the_library(conn: psycopg.Connection[Any]) -> None:
