@@ -76,6 +76,13 @@ def _token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_days(text: str) -> int:
+    days = int(text)
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 day, got {days}")
+    return days
+
+
 def _maintenance(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -86,8 +93,9 @@ def _maintenance(args: argparse.Namespace) -> int:
     if now is not None and now.tzinfo is None:
         print("ubi: --now needs a time zone, e.g. 2026-11-23T00:00:00+00:00", file=sys.stderr)
         return 2
+    raw_days = args.raw_days or RetentionPolicy.from_env().raw_days
     report = run_maintenance(database_url(), now=now, retention=RetentionPolicy(
-        raw_days=args.raw_days, legal_years_after_end=args.legal_years))
+        raw_days=raw_days, legal_years_after_end=args.legal_years))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -157,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "idempotency records, erase ended policies",
                             description="Retention and housekeeping; safe to run at any time "
                                         "(schedule it daily).")
-    maint.add_argument("--raw-days", type=int, default=90,
-                       help="keep raw GPS/IMU/OBD samples this many days (default 90)")
+    maint.add_argument("--raw-days", type=_positive_days, default=None,
+                       help="keep raw GPS/IMU/OBD samples this many days (default: "
+                            "UBI_RETENTION_DAYS, the window uploads are checked against, 90 "
+                            "if unset)")
     maint.add_argument("--legal-years", type=int, default=7,
                        help="years after a policy ends before its data is erased (default 7)")
     maint.add_argument("--now", help="act as if it were this time (ISO 8601 with zone)")
@@ -183,7 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run the platform end to end on synthetic data",
         description="Simulate drivers, upload every trip through the real service, score, "
                     "calibrate a plan on simulated claims, reprice every policy, compare with "
-                    "the simulator's truth and write a report (reports/demo/).")
+                    "the simulator's truth and write a report (reports/demo/). The database "
+                    "holds one demo data set at a time (ids 'demo-...'; options and API keys "
+                    "in .ubi/demo/). Run again with the same --drivers, --days, --seed and "
+                    "--imu, on any later day, and it re-uses that data set: the same "
+                    "simulated days, uploaded again as retries the service recognises, "
+                    "nothing counted twice. Other options, a data set older than the raw "
+                    "samples' retention (UBI_RETENTION_DAYS, 90 by default), or a database without its devices, "
+                    "replace the demo's data with a new data set ending today; --fresh "
+                    "always does. Progress bars go to stderr, the summary to stdout.")
     demo.add_argument("--drivers", type=int, default=100, help="traced drivers (default 100)")
     demo.add_argument("--days", type=int, default=7, help="days of driving (default 7)")
     demo.add_argument("--policies", type=int, default=50_000,
@@ -193,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also simulate and upload the phones' 25 Hz IMU (much more data)")
     demo.add_argument("--clients", type=int, default=8, help="concurrent upload clients")
     demo.add_argument("--fresh", action="store_true",
-                      help="remove the previous demo's data first")
+                      help="remove the demo's data first and simulate the days up to today")
     demo.add_argument("--out", default="reports/demo", help="report folder")
     demo.set_defaults(handler=_demo)
     return parser

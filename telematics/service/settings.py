@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from telematics.ingest import MAX_SAMPLES_PER_BATCH
 from telematics.store.provision import database_url
 
 
@@ -21,6 +22,12 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def retention_days_from_env() -> int:
+    """Days raw samples are kept (``UBI_RETENTION_DAYS``): uploads older than that are
+    refused and `ubi maintenance` drops them."""
+    return _int("UBI_RETENTION_DAYS", 90)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -30,6 +37,7 @@ class Settings:
     rate_burst: int = 200
     idempotency_ttl_s: int = 7 * 86_400
     retention_days: int = 90
+    max_samples_per_batch: int = MAX_SAMPLES_PER_BATCH
     label_window_days: int = 30
     inactivity_close_s: int = 900
     sweep_interval_s: int = 60
@@ -43,7 +51,8 @@ class Settings:
             rate_per_s=float(_int("UBI_RATE_PER_S", 50)),
             rate_burst=_int("UBI_RATE_BURST", 200),
             idempotency_ttl_s=_int("UBI_IDEMPOTENCY_TTL_S", 7 * 86_400),
-            retention_days=_int("UBI_RETENTION_DAYS", 90),
+            retention_days=retention_days_from_env(),
+            max_samples_per_batch=_int("UBI_MAX_SAMPLES_PER_BATCH", MAX_SAMPLES_PER_BATCH),
             label_window_days=_int("UBI_LABEL_WINDOW_DAYS", 30),
             inactivity_close_s=_int("UBI_INACTIVITY_CLOSE_S", 900),
             sweep_interval_s=_int("UBI_SWEEP_INTERVAL_S", 60),

@@ -162,6 +162,23 @@ def test_idempotency_records_expire(db_url: str, client: httpx.Client,
     assert report["idempotency_records_deleted"] >= 1
 
 
+def test_maintenance_runs_one_at_a_time_and_keeps_the_upload_window(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from telematics.maintenance import _LOCK_KEY, RetentionPolicy
+
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        busy = run_maintenance(db_url)
+        other.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    assert "skipped" in busy and "raw_chunks_dropped" not in busy
+    assert "skipped" not in run_maintenance(db_url)
+    # Without a policy given, raw samples are kept as long as uploads are accepted.
+    monkeypatch.setenv("UBI_RETENTION_DAYS", "30")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert RetentionPolicy.from_env().raw_days == 30
+    assert run_maintenance(db_url, now=now)["raw_cutoff"] == "2026-11-01T00:00:00+00:00"
+
+
 def user_tables(conn: psycopg.Connection) -> set[str]:
     return {r[0] for r in conn.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
