@@ -123,14 +123,15 @@ def score_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str) -> d
     summary. Runs inside the caller's transaction.
 
     Only what the policyholder consented to is processed: no location consent, no scoring;
-    the IMU only with consent to motion data, phone handling only with consent to phone-use
-    data. Trips the transport-mode classifier does not take for a car are stored unscored.
+    the IMU only with consent to use motion data for pricing, phone handling only with
+    consent to use phone-use data for pricing (see ``privacy_sql.scoring_categories``).
+    Trips the transport-mode classifier does not take for a car are stored unscored.
     """
     trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
     if trip is None:
         raise LookupError(f"no trip {trip_id!r} of device {device_id!r}")
     time_zone = trip_sql.policy_time_zone(conn, trip.policy_id)
-    granted = privacy_sql.granted_categories(conn, trip.policy_id)
+    granted = privacy_sql.scoring_categories(conn, trip.policy_id)
     if "location" not in granted:
         trip_sql.set_status(conn, device_id, trip_id, "unscored")
         return {"status": "unscored", "reason": "location consent withdrawn"}

@@ -269,7 +269,7 @@ def compute_partition(data: PartitionData, now_s: float) -> PipelineResult:
 def attach_imu(conn: psycopg.Connection[Any], data: PartitionData) -> PartitionData:
     """Add the IMU samples of the trips whose policy consented to motion data, and each
     trip's phone-use consent (the rules of real-time scoring)."""
-    granted = {p: privacy_sql.granted_categories(conn, p) for p in set(data.policy_id)}
+    granted = {p: privacy_sql.scoring_categories(conn, p) for p in set(data.policy_id)}
     data.phone_use = ["phone_use" in granted[p] for p in data.policy_id]
     streams: list[dict[str, np.ndarray] | None] = []
     for k in range(data.n_trips):

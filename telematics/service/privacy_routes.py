@@ -41,12 +41,14 @@ TRANSPARENCY = {
     "motion": {
         "collected": "accelerometer and gyroscope of the phone while a trip is recorded",
         "kept": "raw samples for the retention window, then deleted",
-        "price_effect": "harsh braking, acceleration and cornering rates per 100 km",
+        "price_effect": "harsh braking, acceleration and cornering rates per 100 km, only "
+                        "with consent for pricing (otherwise those come from GPS alone)",
     },
     "phone_use": {
         "collected": "whether the phone was handled while the car moved (not what was done)",
         "kept": "as events of the trip, for the life of the policy plus the legal period",
-        "price_effect": "minutes of phone handling while driving per 100 km",
+        "price_effect": "minutes of phone handling while driving per 100 km, only with "
+                        "consent for pricing (otherwise not detected at all)",
     },
     "obd": {
         "collected": "vehicle speed, engine speed, odometer and ignition from the OBD dongle",

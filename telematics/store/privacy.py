@@ -46,6 +46,20 @@ def granted_categories(conn: psycopg.Connection[Any], policy_id: str,
             if c["granted"] and (purpose is None or pur == purpose)}
 
 
+# Trip features feed the price, so the categories they are computed from need consent for
+# pricing; location may also be processed for coaching alone (rating then ignores the trip's
+# behaviour and applies the plan's missing-data rule, see telematics.rating).
+PRICED_CATEGORIES = ("motion", "phone_use")
+
+
+def scoring_categories(conn: psycopg.Connection[Any], policy_id: str) -> set[str]:
+    """The categories a trip of the policy may be scored from now: location consented for
+    any purpose, motion and phone use only for pricing."""
+    consents = current_consents(conn, policy_id)
+    return {cat for (cat, pur), c in consents.items()
+            if c["granted"] and (cat not in PRICED_CATEGORIES or pur == "pricing")}
+
+
 def zone_offset(conn: psycopg.Connection[Any], policy_id: str) -> ZoneOffset:
     """The policy's privacy-zone offset, drawn once and kept."""
     row = conn.execute("SELECT offset_east_m, offset_north_m FROM privacy_keys"

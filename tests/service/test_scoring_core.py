@@ -25,6 +25,7 @@ def upload_trip(client: httpx.Client, device: DeviceCreds, fleet: simulator.Simu
                 trip_index: int) -> dict[str, Any]:
     trip_id = str(fleet.trips["trip_id"].iloc[trip_index])
     last: dict[str, Any] = {}
+    scored: dict[str, Any] = {}
     for upload in simulator.phone_uploads(fleet):
         if upload.trip_index != trip_index:
             continue
@@ -33,10 +34,11 @@ def upload_trip(client: httpx.Client, device: DeviceCreds, fleet: simulator.Simu
                         headers={**device.headers, **idem()})
         assert r.status_code == 200, r.text
         last = r.json()
-    assert last.get("trip", {}).get("status") in ("scored", "unscored"), last
+        scored = last.get("trip") or scored
+    assert scored.get("status") in ("scored", "unscored"), last
     r = client.get(f"/v1/trips/{trip_id}", headers=device.headers)
     assert r.status_code == 200, r.text
-    return dict(r.json())
+    return {**r.json(), "scoring": scored}
 
 
 def _plain(value: Any) -> Any:
@@ -78,5 +80,24 @@ def test_phone_handling_needs_phone_use_consent(client: httpx.Client, tokens: To
     without = register(client, tokens)
     grant(client, without, ("phone_use",), granted=False)
     hidden = upload_trip(client, without, fleet, index)
+    assert not any(e["kind"] == "phone_handling" for e in hidden["events"])
+    assert hidden["features"]["distance_m"] == pytest.approx(seen["features"]["distance_m"])
+
+
+def test_motion_and_phone_use_count_only_with_consent_for_pricing(
+        client: httpx.Client, tokens: Tokens, fleet: simulator.SimulationResult) -> None:
+    """Trip features feed the price: consent to use motion and phone-use data for coaching
+    alone keeps them out of the features, and withdrawing the pricing consent stops their
+    use from the next trip on."""
+    index = _first(fleet, "car_driver", with_event="phone_handling")
+    priced = register(client, tokens)
+    seen = upload_trip(client, priced, fleet, index)
+    assert seen["scoring"]["imu"] is True
+    assert any(e["kind"] == "phone_handling" for e in seen["events"])
+
+    coaching_only = register(client, tokens)
+    grant(client, coaching_only, ("motion", "phone_use"), granted=False, purposes=("pricing",))
+    hidden = upload_trip(client, coaching_only, fleet, index)
+    assert hidden["scoring"]["imu"] is False
     assert not any(e["kind"] == "phone_handling" for e in hidden["events"])
     assert hidden["features"]["distance_m"] == pytest.approx(seen["features"]["distance_m"])
