@@ -51,7 +51,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(WireError)
     async def _wire(request: Request, exc: WireError) -> Response:
-        return problem_response(exc.status, exc.code, exc.message, exc.field)
+        return problem_response(exc.status, exc.code, exc.message, exc.field, **exc.extra)
 
     @app.exception_handler(BatchError)
     async def _batch(request: Request, exc: BatchError) -> Response:

@@ -21,6 +21,7 @@ from telematics.ingest import (
     OBD_SPEC,
     CleanStream,
     WireError,
+    check_sample_count,
     parse_json,
     parse_stream,
     require_str,
@@ -143,6 +144,8 @@ def parse_trip_batch(body: bytes, path_trip_id: str, who: Principal, settings: S
     final = doc.get("final", False)
     if not isinstance(final, bool):
         raise WireError("bad_type", "final", "must be true or false")
+    check_sample_count({"gps": doc.get("gps"), "imu": doc.get("imu")},
+                       settings.max_samples_per_batch)
     now_us = _now_us()
     oldest_us = now_us - settings.retention_days * 86_400 * 1_000_000
     gps = (parse_stream(doc["gps"], GPS_SPEC, "gps", now_us=now_us, oldest_us=oldest_us)
@@ -216,6 +219,7 @@ def parse_obd_feed(body: bytes, who: Principal, settings: Settings) -> tuple[str
     feed_id = require_str(doc, "feed_id")
     if "obd" not in doc:
         raise WireError("missing_field", "obd", "is required")
+    check_sample_count({"obd": doc["obd"]}, settings.max_samples_per_batch)
     now_us = _now_us()
     oldest_us = now_us - settings.retention_days * 86_400 * 1_000_000
     return feed_id, parse_stream(doc["obd"], OBD_SPEC, "obd", now_us=now_us, oldest_us=oldest_us)
@@ -290,6 +294,7 @@ def parse_gpx(body: bytes, settings: Settings) -> CleanStream:
     now_us = _now_us()
     doc = {"seq": list(range(len(lat))), "t_us": t_us, "lat_deg": lat, "lon_deg": lon,
            "altitude_m": ele}
+    check_sample_count({"gpx": doc}, settings.max_samples_per_batch)
     return parse_stream(doc, GPS_SPEC, "gpx", now_us=now_us,
                         oldest_us=now_us - settings.retention_days * 86_400 * 1_000_000)
 

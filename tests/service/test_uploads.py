@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
+import math
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +15,21 @@ import orjson
 import psycopg
 import pytest
 
+from telematics.ingest import MAX_SAMPLES_PER_BATCH, WireError
+from telematics.service.auth import Principal
+from telematics.service.settings import Settings
+from telematics.service.uploads import parse_trip_batch
 from tests.service.conftest import DeviceCreds, idem
 from tests.service.payloads import batches, drive
 
 pytestmark = pytest.mark.db
+
+
+def stored_seqs(db_url: str, device_id: str, table: str) -> list[int]:
+    """Every stored sample's seq, repeats included, in order."""
+    with psycopg.connect(db_url) as conn:
+        return [r[0] for r in conn.execute(f"SELECT seq FROM {table} WHERE device_id = %s"
+                                           " ORDER BY seq", (device_id,))]
 
 
 def stored_rows(db_url: str, device_id: str, table: str = "gps_samples") -> int:
@@ -118,6 +132,52 @@ def test_fifty_concurrent_duplicates_execute_once(server, device: DeviceCreds,
     assert stored_rows(db_url, device.device_id) == 600
 
 
+def waits_for_a_trip_lock(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT count(*) > 0 FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                       " AND query LIKE '%FROM trips%FOR UPDATE%'").fetchone()
+    return bool(row and row[0])
+
+
+def test_same_key_while_the_first_is_still_running_is_a_409(server, client: httpx.Client,
+                                                            device: DeviceCreds,
+                                                            db_url: str) -> None:
+    first, second = batches(device.device_id, "trip-w", drive(60), 2, final=False)
+    assert client.post("/v1/trips/trip-w/batches", json=first,
+                       headers={**device.headers, **idem()}).status_code == 200
+    headers = {**device.headers, **idem()}
+    running: list[httpx.Response] = []
+
+    def post_second() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            running.append(c.post("/v1/trips/trip-w/batches", json=second, headers=headers))
+
+    with psycopg.connect(db_url) as holder, psycopg.connect(db_url, autocommit=True) as watch:
+        # The upload takes its key's lock, then waits for this lock on its trip's row.
+        holder.execute("SELECT 1 FROM trips WHERE device_id = %s AND trip_id = 'trip-w'"
+                       " FOR UPDATE", (device.device_id,))
+        upload = threading.Thread(target=post_second)
+        upload.start()
+        deadline = time.monotonic() + 30
+        while not waits_for_a_trip_lock(watch):
+            if time.monotonic() > deadline:
+                holder.rollback()
+                pytest.fail("the first upload never reached the trip's lock")
+            time.sleep(0.01)
+        duplicate = client.post("/v1/trips/trip-w/batches", json=second, headers=headers)
+        assert duplicate.status_code == 409, duplicate.text
+        assert duplicate.json()["code"] == "idempotency_in_progress"
+        assert duplicate.headers["Retry-After"] == "1"
+        holder.rollback()
+    upload.join(timeout=60)
+    assert running and running[0].status_code == 200, running
+    assert running[0].json()["gps"]["stored"] == 30
+    retry = client.post("/v1/trips/trip-w/batches", json=second, headers=headers)
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.content == running[0].content
+    assert stored_rows(db_url, device.device_id) == 60
+
+
 def test_partial_acceptance_names_each_rejected_sample(client: httpx.Client,
                                                        device: DeviceCreds, db_url: str) -> None:
     body = one_batch(device, "trip-p", seconds=20)
@@ -172,11 +232,93 @@ def test_malformed_batches_are_refused_whole(client: httpx.Client, device: Devic
     assert stored_rows(db_url, device.device_id) == 0
 
 
-def test_not_json_is_a_400(client: httpx.Client, device: DeviceCreds) -> None:
-    r = client.post("/v1/trips/t/batches", content=b"{nope",
-                    headers={**device.headers, **idem(), "Content-Type": "application/json"})
-    assert r.status_code == 400
-    assert r.json()["code"] == "bad_json"
+def post_json_text(client: httpx.Client, device: DeviceCreds, path: str, text: bytes,
+                   headers: dict[str, str] | None = None) -> httpx.Response:
+    return client.post(path, content=text, headers={
+        **device.headers, **(headers or idem()), "Content-Type": "application/json"})
+
+
+def test_nan_and_infinite_samples_are_rejected_one_by_one(client: httpx.Client,
+                                                          device: DeviceCreds,
+                                                          db_url: str) -> None:
+    body = one_batch(device, "trip-nan", seconds=20, imu_hz=2)
+    gps, imu = body["gps"], body["imu"]
+    gps["heading_deg"] = [90.0] * 20
+    gps["lat_deg"][3] = math.nan
+    gps["speed_mps"][5] = math.inf
+    gps["accuracy_m"][7] = -math.inf
+    gps["speed_mps"][8] = math.nan  # optional, but NaN is a bad value, not a missing one
+    gps["lat_deg"][9] = None
+    gps["heading_deg"][11] = 123456.5  # becomes 1e999 below: beyond the float range
+    imu["acc_x_mps2"][4] = math.nan
+    imu["acc_z_mps2"][6] = -math.inf
+    imu["acc_y_mps2"][12] = 1e308 * 10  # json.dumps writes Infinity
+    text = json.dumps(body).replace("123456.5", "1e999").encode()  # Python's NaN, Infinity
+    assert b"NaN" in text and b"-Infinity" in text and text.count(b"1e999") == 1
+    headers = idem()
+    r = post_json_text(client, device, "/v1/trips/trip-nan/batches", text, headers)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert {(x["seq"], x["field"], x["reason"]) for x in out["rejected"]} == {
+        (3, "gps.lat_deg", "NaN value"), (5, "gps.speed_mps", "infinite value"),
+        (7, "gps.accuracy_m", "infinite value"), (8, "gps.speed_mps", "NaN value"),
+        (9, "gps.lat_deg", "missing value"), (11, "gps.heading_deg", "infinite value"),
+        (4, "imu.acc_x_mps2", "NaN value"), (6, "imu.acc_z_mps2", "infinite value"),
+        (12, "imu.acc_y_mps2", "infinite value"),
+    }
+    assert (out["gps"]["received"], out["gps"]["rejected"], out["gps"]["stored"]) == (20, 6, 14)
+    assert (out["imu"]["received"], out["imu"]["rejected"], out["imu"]["stored"]) == (40, 3, 37)
+    good_gps = sorted(set(range(20)) - {3, 5, 7, 8, 9, 11})
+    good_imu = sorted(set(range(40)) - {4, 6, 12})
+    assert stored_seqs(db_url, device.device_id, "gps_samples") == good_gps
+    assert stored_seqs(db_url, device.device_id, "imu_samples") == good_imu
+    again = post_json_text(client, device, "/v1/trips/trip-nan/batches", text, headers)
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == r.content
+    assert stored_seqs(db_url, device.device_id, "gps_samples") == good_gps
+    assert stored_seqs(db_url, device.device_id, "imu_samples") == good_imu
+
+
+def test_nan_in_an_obd_feed_rejects_that_sample(client: httpx.Client, device: DeviceCreds,
+                                               db_url: str) -> None:
+    start = time.time_ns() // 1000 - 3_600_000_000
+    body = {"device_id": device.device_id, "feed_id": "feed-nan", "obd": {
+        "seq": [0, 1, 2], "t_us": [start, start + 1_000_000, start + 2_000_000],
+        "speed_kmh": [0, 36, 72], "rpm": [800.0, math.nan, 2200.0],
+        "ignition": [True, True, True]}}
+    r = post_json_text(client, device, "/v1/obd/feeds", json.dumps(body).encode())
+    assert r.status_code == 200, r.text
+    assert r.json()["rejected"] == [{"index": 1, "seq": 1, "field": "obd.rpm",
+                                     "reason": "NaN value"}]
+    assert stored_seqs(db_url, device.device_id, "obd_samples") == [0, 2]
+
+
+@pytest.mark.parametrize(("text", "status", "code", "field"), [
+    (b"{nope", 400, "bad_json", "body"),
+    (b'{"gps": {"seq": [0, NaN], "t_us": [1, 2]', 400, "bad_json", "body"),  # truncated
+    (b'{"device_id": "\\ud800", "x": NaN}', 400, "bad_json", "body"),  # unpaired surrogate
+    (b'\xff{"x": NaN}', 400, "bad_json", "body"),  # not UTF-8
+    (b"[" * 5000 + b"NaN" + b"]" * 5000, 400, "bad_json", "body"),
+    (b'{"x": nan}', 400, "bad_json", "body"),
+    (b"[NaN]", 422, "bad_type", "body"),
+    (b'{"device_id": "{dev}", "gps": {"seq": [0, NaN], "t_us": [1, 2], "lat_deg": [1, 2],'
+     b' "lon_deg": [1, 2]}}', 422, "bad_type", "gps.seq"),
+    (b'{"device_id": "{dev}", "gps": {"seq": [0, 1], "t_us": [1, Infinity], "lat_deg": [1, 2],'
+     b' "lon_deg": [1, 2]}}', 422, "bad_type", "gps.t_us"),
+    (b'{"device_id": "{dev}", "batch_no": NaN}', 422, "bad_type", "batch_no"),
+    (b'{"device_id": "{dev}", "gps": {"seq": [0], "t_us": [1], "lat_deg": [' + b"[" * 1000
+     + b"]" * 1000 + b'], "lon_deg": [1]}}', 422, "bad_type", "gps.lat_deg"),
+])
+def test_bodies_that_are_not_json_or_misuse_nan_are_refused_whole(
+        client: httpx.Client, device: DeviceCreds, db_url: str, text: bytes, status: int,
+        code: str, field: str) -> None:
+    text = text.replace(b"{dev}", device.device_id.encode())
+    r = post_json_text(client, device, "/v1/trips/t/batches", text)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (r.json()["code"], r.json()["field"]) == (code, field)
+    assert stored_rows(db_url, device.device_id) == 0
 
 
 def test_gzip_body_is_accepted(client: httpx.Client, device: DeviceCreds) -> None:
@@ -199,12 +341,44 @@ def test_size_limits_and_gzip_bomb(client: httpx.Client, device: DeviceCreds) ->
                     headers={**headers, **idem(), "Content-Encoding": "gzip"})
     assert r.status_code == 413
     assert r.json()["code"] == "body_too_large"
-    n = 250_001
-    many = {"device_id": device.device_id, "gps": {"seq": list(range(n)), "t_us": [0] * n,
-                                                   "lat_deg": [0.0] * n, "lon_deg": [0.0] * n}}
-    r = client.post("/v1/trips/t/batches", json=many, headers={**headers, **idem()})
-    assert r.status_code == 413
-    assert r.json()["code"] == "too_many_samples"
+
+
+def test_too_many_samples_counts_every_stream_of_the_batch(client: httpx.Client,
+                                                           device: DeviceCreds,
+                                                           db_url: str) -> None:
+    n_gps, n_imu = 150_000, 100_001  # each under the limit, together one over
+    many = {"device_id": device.device_id,
+            "gps": {"seq": list(range(n_gps)), "t_us": [0] * n_gps, "lat_deg": [0.0] * n_gps,
+                    "lon_deg": [0.0] * n_gps},
+            "imu": {"seq": list(range(n_imu)), "t_us": [0] * n_imu,
+                    "acc_x_mps2": [0.0] * n_imu, "acc_y_mps2": [0.0] * n_imu,
+                    "acc_z_mps2": [0.0] * n_imu}}
+    r = client.post("/v1/trips/t/batches", content=orjson.dumps(many),
+                    headers={**device.headers, **idem(), "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
+    problem = r.json()
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (problem["code"], problem["limit"], problem["samples"]) == (
+        "too_many_samples", MAX_SAMPLES_PER_BATCH, 250_001)
+    assert "250000 samples per batch" in problem["detail"]
+    assert stored_rows(db_url, device.device_id) == 0
+
+
+def test_the_sample_limit_is_a_setting(device: DeviceCreds,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UBI_MAX_SAMPLES_PER_BATCH", "30")
+    settings = Settings.from_env()
+    assert settings.max_samples_per_batch == 30
+    who = Principal("device", device.device_id, ("device",), device.device_id, device.policy_id)
+    body = one_batch(device, "trip-l", seconds=20, imu_hz=1)
+    body["imu"] = {k: v[:10] for k, v in body["imu"].items()}
+    gps, imu = parse_trip_batch(orjson.dumps(body), "trip-l", who, settings)[2:]
+    assert gps is not None and imu is not None and gps.received + imu.received == 30
+    body["imu"] = {k: v + v[:1] for k, v in body["imu"].items()}
+    with pytest.raises(WireError) as refused:
+        parse_trip_batch(orjson.dumps(body), "trip-l", who, settings)
+    assert (refused.value.status, refused.value.code, refused.value.extra) == (
+        413, "too_many_samples", {"limit": 30, "samples": 31})
 
 
 def test_gpx_import_round_trip(client: httpx.Client, device: DeviceCreds, db_url: str) -> None:
