@@ -155,6 +155,13 @@ def export(request: Request, policy_id: PolicyId, who: DeviceDep) -> StreamingRe
     _own_policy(who, policy_id)
     store = store_of(request)
 
+    # Logged before the first byte leaves: a download cut half way has still let data out.
+    with store.connection() as conn:
+        trip_sql.audit(conn, actor=f"device:{who.device_id}", action="policy.export",
+                       policy_id=policy_id, subject=None,
+                       detail={"sections": list(privacy_sql.EXPORT_QUERIES)})
+        conn.commit()
+
     def stream() -> Iterator[bytes]:
         with store.connection() as conn:
             yield b'{"policy_id":' + _dumps(policy_id) + b',"sections":{'
@@ -165,10 +172,6 @@ def export(request: Request, policy_id: PolicyId, who: DeviceDep) -> StreamingRe
                 yield b"]"
             yield b"}}"
             conn.rollback()
-        with store.connection() as conn:
-            trip_sql.audit(conn, actor=f"device:{who.device_id}", action="policy.export",
-                           policy_id=policy_id, subject=None, detail={})
-            conn.commit()
 
     return StreamingResponse(stream(), media_type="application/json", headers={
         "Content-Disposition": f'attachment; filename="ubi-export-{policy_id}.json"'})
@@ -184,6 +187,9 @@ def export_gpx(request: Request, policy_id: PolicyId, trip_id: TripId,
         if trip is None:
             raise Problem(404, "not_found", f"no trip '{trip_id}'", "trip_id")
         gps = read_samples(conn, GPS, trip.device_id, trip_id)
+        trip_sql.audit(conn, actor=f"device:{who.device_id}", action="trip.export_gpx",
+                       policy_id=policy_id, subject=trip_id, detail={})
+        conn.commit()
     keep = np.isfinite(gps["lat_deg"]) & np.isfinite(gps["lon_deg"])
     body = uploads.write_gpx(trip_id, gps["t_us"][keep], gps["lat_deg"][keep],
                              gps["lon_deg"][keep])

@@ -226,6 +226,11 @@ def test_export_streams_everything_held(client: httpx.Client, tokens: Tokens,
     gpx = client.get(f"/v1/policies/{dev.policy_id}/trips/trip-x/gpx", headers=dev.headers)
     assert gpx.status_code == 200
     assert gpx.text.count("<trkpt") == 900
+    with psycopg.connect(db_url) as conn:
+        logged = conn.execute("SELECT action, subject FROM audit_log WHERE policy_id = %s"
+                              " AND action IN ('policy.export', 'trip.export_gpx')"
+                              " ORDER BY audit_id", (dev.policy_id,)).fetchall()
+    assert logged == [("policy.export", None), ("trip.export_gpx", "trip-x")]
     other = register(client, tokens)
     assert client.get(f"/v1/policies/{dev.policy_id}/export",
                       headers=other.headers).status_code == 404
