@@ -197,11 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "holds one demo data set at a time (ids 'demo-...'; options and API keys "
                     "in .ubi/demo/). Run again with the same --drivers, --days, --seed and "
                     "--imu, on any later day, and it re-uses that data set: the same "
-                    "simulated days, uploaded again as retries the service recognises, "
-                    "nothing counted twice. Other options, a data set older than the raw "
-                    "samples' retention (UBI_RETENTION_DAYS, 90 by default), or a database without its devices, "
-                    "replace the demo's data with a new data set ending today; --fresh "
-                    "always does. Progress bars go to stderr, the summary to stdout.")
+                    "simulated days, posted again, which the service answers as retries or "
+                    "finds already stored, so nothing counts twice. Other options, a data "
+                    "set older than the raw samples' retention (UBI_RETENTION_DAYS, 90 by "
+                    "default) or a database without its devices replace the demo's data "
+                    "with a new data set ending today; --fresh always does. Progress bars "
+                    "go to stderr, the summary to stdout.")
     demo.add_argument("--drivers", type=int, default=100, help="traced drivers (default 100)")
     demo.add_argument("--days", type=int, default=7, help="days of driving (default 7)")
     demo.add_argument("--policies", type=int, default=50_000,

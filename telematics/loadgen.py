@@ -37,6 +37,7 @@ class UploadStats:
     requests: int = 0
     retried: int = 0
     replayed: int = 0  # planned duplicate posts answered from the idempotency store
+    answered_from_store: int = 0  # any post the service answered with its stored response
     samples_stored: int = 0
     trips_scored: int = 0
     rejected_samples: int = 0
@@ -86,11 +87,17 @@ def post(client: httpx.Client, path: str, *, content: bytes | None = None,
     raise UploadError(f"POST {path}: still refused after {attempts} attempts")
 
 
+def _replayed(response: httpx.Response) -> bool:
+    return response.headers.get("Idempotent-Replayed") == "true"
+
+
 def register_fleet(base_url: str, admin_token: str, drivers: pd.DataFrame, prefix: str,
-                   start_date: date | None = None, *, clients: int = 8) -> dict[str, str]:
+                   start_date: date | None = None, *, clients: int = 8,
+                   progress: Callable[[int], None] | None = None) -> dict[str, str]:
     """Create each driver's policy (classical rating factors, time zone), register the
     phone and, where there is one, the dongle; grant the consents. Drivers are registered
-    from ``clients`` threads. Returns the API keys by (prefixed) device id."""
+    from ``clients`` threads; ``progress`` is told of each driver done. Returns the API
+    keys by (prefixed) device id."""
     admin = {"Authorization": f"Bearer {admin_token}"}
 
     def one(row: Any) -> dict[str, str]:
@@ -125,6 +132,8 @@ def register_fleet(base_url: str, admin_token: str, drivers: pd.DataFrame, prefi
     with ThreadPoolExecutor(clients) as pool:
         for found in pool.map(one, drivers.itertuples(index=False)):
             keys.update(found)
+            if progress is not None:
+                progress(1)
     return keys
 
 
@@ -134,7 +143,8 @@ def upload_fleet(base_url: str, keys: dict[str, str], prefix: str,
                  clients: int = 8, progress: Callable[[int], None] | None = None
                  ) -> UploadStats:
     """Post every planned phone upload (in plan order, from ``clients`` threads) and every
-    dongle feed; return what the service said it stored and scored."""
+    dongle feed; return what the service said it stored and scored. A response replayed
+    from the idempotency store stored nothing this time, so its counts are not added."""
     stats = UploadStats()
     seen: set[tuple[str, str, int]] = set()
     seen_lock = threading.Lock()
@@ -159,11 +169,15 @@ def upload_fleet(base_url: str, keys: dict[str, str], prefix: str,
         r = post(client(), f"/v1/trips/{trip_id}/batches", content=body, headers={
             "Authorization": f"Bearer {keys[alias]}", "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key(alias, trip_id, batch_no)})
-        out = r.json()
-        stored = sum(int(out[s]["stored"]) for s in ("gps", "imu") if out.get(s))
-        scored = int(bool(payload.get("final")) and out.get("trip", {}).get("status") == "scored")
-        stats.add(requests=1, samples_stored=stored, trips_scored=scored,
-                  replayed=int(again), rejected_samples=len(out.get("rejected", [])))
+        if _replayed(r):
+            stats.add(requests=1, replayed=int(again), answered_from_store=1)
+        else:
+            out = r.json()
+            stored = sum(int(out[s]["stored"]) for s in ("gps", "imu") if out.get(s))
+            scored = int(bool(payload.get("final"))
+                         and out.get("trip", {}).get("status") == "scored")
+            stats.add(requests=1, samples_stored=stored, trips_scored=scored,
+                      replayed=int(again), rejected_samples=len(out.get("rejected", [])))
         if progress is not None:
             progress(1)
 
@@ -174,9 +188,12 @@ def upload_fleet(base_url: str, keys: dict[str, str], prefix: str,
         r = post(client(), "/v1/obd/feeds", content=body, headers={
             "Authorization": f"Bearer {keys[alias]}", "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key(alias, feed_id)})
-        out = r.json()
-        stats.add(requests=1, samples_stored=int(out["obd"]["stored"]),
-                  trips_scored=sum(t["status"] == "scored" for t in out.get("trips", [])))
+        if _replayed(r):
+            stats.add(requests=1, answered_from_store=1)
+        else:
+            out = r.json()
+            stats.add(requests=1, samples_stored=int(out["obd"]["stored"]),
+                      trips_scored=sum(t["status"] == "scored" for t in out.get("trips", [])))
         if progress is not None:
             progress(1)
 
