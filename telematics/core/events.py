@@ -66,6 +66,16 @@ def _detect_runs(
     level = sign * threshold
     i = 0
     while i < n:
+        # Most samples are out: skip them eight at a time with a branch-free test.
+        while i + 8 <= n:
+            hit = False
+            for j in range(i, i + 8):
+                hit |= sign * value[j] >= level
+            if hit:
+                break
+            i += 8
+        if i >= n:
+            break
         if not sign * value[i] >= level:
             i += 1
             continue

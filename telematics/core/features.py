@@ -501,15 +501,21 @@ def _clean_and_segment_streams(
         e = offsets[k + 1]
         kept = rows[s:e]
         m = _clean_trip(t_s[s:e], lat_deg[s:e], lon_deg[s:e], accuracy_m[s:e], now_s, p, kept)
-        t = np.empty(m)
-        lat = np.empty(m)
-        lon = np.empty(m)
         for j in range(m):
-            i = kept[j] + s
-            kept[j] = i
-            t[j] = t_s[i]
-            lat[j] = lat_deg[i]
-            lon[j] = lon_deg[i]
+            kept[j] += s
+        if m > 0 and kept[m - 1] - kept[0] == m - 1:
+            # No fix dropped (the usual case): segment the columns in place.
+            t = t_s[kept[0]:kept[0] + m]
+            lat = lat_deg[kept[0]:kept[0] + m]
+            lon = lon_deg[kept[0]:kept[0] + m]
+        else:
+            t = np.empty(m)
+            lat = np.empty(m)
+            lon = np.empty(m)
+            for j in range(m):
+                t[j] = t_s[kept[j]]
+                lat[j] = lat_deg[kept[j]]
+                lon[j] = lon_deg[kept[j]]
         n_trips[k] = _segment_stream(t, lat, lon, stop_radius_m, stop_min_s, split_gap_s,
                                      core_radius_m, False, start_slot[s:e], stop_slot[s:e],
                                      dist_slot[s:e])
