@@ -637,8 +637,13 @@ def reprice_period(conn: psycopg.Connection[Any], plan: Plan, period_start: date
 
 def reprice_partition(database_url: str, plan_version: str, period_start: date, period_end: date,
                       policy_ids: Sequence[str]) -> int:
-    """One partition of a distributed repricing: its own connection, idempotent."""
-    with psycopg.connect(database_url) as conn:
+    """One partition of a distributed repricing: its own connection, idempotent.
+
+    ``database_url`` is the pricing side's connection (``provision.pricing_database_url``),
+    refused if its role can read raw samples or secrets."""
+    from telematics.store.privacy import connect_pricing
+
+    with connect_pricing(database_url) as conn:
         plan = load_published_plan(conn, plan_version)
         written = reprice_period(conn, plan, period_start, period_end, list(policy_ids))
         conn.commit()

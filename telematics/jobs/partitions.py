@@ -208,17 +208,19 @@ def reprice_on_dask(database_url: str, plan_version: str, period_start: date,
     """Reprice a period on Dask with the published plan `plan_version`: the policies
     (default: every policy in force in the period) in sorted chunks of `partition_size`,
     each through `telematics.rating.reprice_partition` (its own connection, idempotent).
+    `database_url` is the pricing side's connection
+    (`telematics.store.provision.pricing_database_url`): here and in every partition it is
+    refused if its role can read raw samples or secrets.
 
     As the serial driver does: for the whole portfolio the coaching targets are computed
     and stored once before the partitions (so every partition coaches towards the same
     medians) and the run's totals are recorded after them, only when none failed.
     Returns the report; its results are the premiums written per chunk.
     """
-    import psycopg
-
     from telematics import rating
+    from telematics.store.privacy import connect_pricing
 
-    with psycopg.connect(database_url) as conn:
+    with connect_pricing(database_url) as conn:
         plan = rating.load_published_plan(conn, plan_version)
         ids = (list(policy_ids) if policy_ids is not None
                else rating.policies_in_force(conn, period_start, period_end))
@@ -232,6 +234,6 @@ def reprice_on_dask(database_url: str, plan_version: str, period_start: date,
                             local=scheduler is None, retries=retries, progress=progress,
                             desc="reprice")
     if policy_ids is None and report.ok:
-        with psycopg.connect(database_url) as conn:
+        with connect_pricing(database_url) as conn:
             rating.finish_run(conn, plan, period_start, period_end)
     return report

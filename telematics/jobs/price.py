@@ -2,6 +2,7 @@
 
 Every command prints one JSON document on stdout and returns 0 on success, 1 when a
 replay finds a difference, 2 on bad input (the message on stderr names the field).
+Every command connects as the pricing role ubi_pricing, which cannot read raw samples.
 """
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ _BATCH_POLICIES = 5_000
 
 
 def _url(args: argparse.Namespace) -> str:
-    if args.database_url:
-        return str(args.database_url)
-    from telematics.store.provision import database_url
+    """The pricing side's connection: --database-url as the role ubi_pricing, else
+    `UBI_PRICING_DATABASE_URL` or the main database as that role."""
+    from telematics.store.provision import as_pricing_role, pricing_database_url
 
-    return database_url()
+    if args.database_url:
+        return as_pricing_role(str(args.database_url))
+    return pricing_database_url()
+
+
+def _connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
+    from telematics.store.privacy import connect_pricing
+
+    return connect_pricing(_url(args))
 
 
 def _emit(document: dict[str, Any]) -> None:
@@ -107,7 +116,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.data is None and not args.from_db:
         raise RatingInputError("--data/--from-db: give a policy-level file, --from-db, or both")
-    conn = psycopg.connect(_url(args)) if (args.from_db or args.publish or not args.template.endswith(".json")) else None
+    conn = _connect(args) if (args.from_db or args.publish or not args.template.endswith(".json")) else None
     try:
         template = _plan_argument(conn, args.template)
         parts = []
@@ -143,7 +152,7 @@ def _publish(args: argparse.Namespace) -> int:
     from telematics.rating import publish_plan
 
     plan = load_plan(args.plan_file)
-    with psycopg.connect(_url(args)) as conn:
+    with _connect(args) as conn:
         key = publish_plan(conn, plan, actor="ubi price publish")
     _emit({"published": key, "sha256": plan.sha256, "parent_sha256": plan.parent_sha256})
     return 0
@@ -161,11 +170,12 @@ def _reprice(args: argparse.Namespace) -> int:
         reprice_partition,
         reprice_period,
     )
+    from telematics.store.privacy import connect_pricing
 
     start, end = _periods([args.period])[0]
     url = _url(args)
     requested = _policies(args.policies)
-    with psycopg.connect(url) as conn:
+    with connect_pricing(url) as conn:
         plan = _plan_argument(conn, args.plan) if args.plan else plan_in_force(conn)
         key = plan_key(plan)
         if requested is None and args.batch_size <= 0:
@@ -205,7 +215,7 @@ def _reprice(args: argparse.Namespace) -> int:
             written += reprice_partition(url, key, start, end, batch)
             bar.update(len(batch))
     if requested is None:
-        with psycopg.connect(url) as conn:
+        with connect_pricing(url) as conn:
             finish_run(conn, plan, start, end)
     _emit({"plan_version": key, "period_start": start.isoformat(), "period_end": end.isoformat(),
            "premiums_written": written, "policies_requested": len(ids)})
@@ -218,7 +228,7 @@ def _replay(args: argparse.Namespace) -> int:
     start = end = None
     if args.period:
         start, end = _periods([args.period])[0]
-    with psycopg.connect(_url(args)) as conn:
+    with _connect(args) as conn:
         result = replay_stored(conn, period_start=start, period_end=end, plan_version=args.plan, kind=args.kind)
     _emit(result.to_dict())
     for row in result.problems.head(50).to_dict("records"):
@@ -234,7 +244,7 @@ def _validate(args: argparse.Namespace) -> int:
     if args.plan.endswith(".json"):
         plan = load_plan(args.plan)
     else:
-        with psycopg.connect(_url(args)) as conn:
+        with _connect(args) as conn:
             plan = _plan_argument(conn, args.plan)
     _emit(validate(data, plan).to_dict())
     return 0
@@ -243,10 +253,12 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(handler: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         from telematics.rating import PricingError
+        from telematics.store.privacy import PricingRoleError
 
         try:
             return int(handler(args))
-        except (PlanError, RatingInputError, PricingError, FileExistsError, FileNotFoundError) as error:
+        except (PlanError, RatingInputError, PricingError, PricingRoleError, FileExistsError,
+                FileNotFoundError) as error:
             sys.stderr.write(f"ubi price {args.command}: {error}\n")
             return 2
         except ValueError as error:
@@ -263,7 +275,9 @@ def register(jobs: Any) -> None:
 
     def command(name: str, text: str, handler: Any) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        sub.add_argument("--database-url", help="database to use (default: UBI_DATABASE_URL or the local cluster)")
+        sub.add_argument("--database-url", help="database to use, connected to as the role ubi_pricing (default: "
+                                                "UBI_PRICING_DATABASE_URL, else UBI_DATABASE_URL or the local "
+                                                "cluster as ubi_pricing)")
         sub.set_defaults(handler=_run(handler))
         return sub
 

@@ -24,13 +24,14 @@ from telematics.service.auth import (
     DeviceDep,
     UnderwriterDep,
 )
-from telematics.service.deps import idempotent, store_of
+from telematics.service.deps import idempotent, pricing_store_of, store_of
 from telematics.service.premium_view import reprice_provisional
 from telematics.service.problems import Problem, Text
 from telematics.service.ratelimit import RateLimiter
 from telematics.service.settings import Settings
 from telematics.store import access
 from telematics.store import trips as trip_sql
+from telematics.store.privacy import check_pricing_role
 from telematics.store.repository import Store
 
 log = logging.getLogger("ubi.service")
@@ -144,8 +145,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         store = Store(settings.database_url, max_size=settings.pool_max_size,
                       timeout_s=settings.pool_timeout_s)
+        # The pricing side connects as the role ubi_pricing, which cannot read raw samples
+        # or credentials; a connection whose role could is refused before it is used.
+        pricing = Store(settings.pricing_database_url, max_size=settings.pricing_pool_max_size,
+                        timeout_s=settings.pool_timeout_s, configure=check_pricing_role)
         store.open(wait=False)
+        pricing.open(wait=False)
         app.state.store = store
+        app.state.pricing_store = pricing
         await run_in_threadpool(warm_up)
         tasks = [asyncio.create_task(_sweep_inactive(app, settings)),
                  asyncio.create_task(_reprice_due(app, settings))]
@@ -156,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            pricing.close()
             store.close()
 
     app = FastAPI(title="ubi telematics", version="1", lifespan=lifespan, responses=PROBLEMS,
@@ -175,8 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/health", tags=["service"])
     def health(request: Request) -> dict[str, str]:
-        with store_of(request).connection() as conn:
-            conn.execute("SELECT 1")
+        for store in (store_of(request), pricing_store_of(request)):
+            with store.connection() as conn:
+                conn.execute("SELECT 1")
         return {"status": "ok"}
 
     @app.post("/v1/trips/{trip_id}/batches", tags=["uploads"],
@@ -252,7 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 trip_sql.audit(conn, actor=f"device:{who.device_id}", action="trip.label",
                                policy_id=trip.policy_id, subject=trip_id,
                                detail={"from": trip.label, "to": new, "reason": label.reason})
-                reprice_provisional(conn, trip.policy_id)
+                mark_due(conn, trip.policy_id)  # repriced on the pricing side
                 return 200, {"trip_id": trip_id, "label": label.label}
             return work
         return await idempotent(request, who, idempotency_key, body, factory)
@@ -273,7 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         if not who.can_read_policy(policy_id):
             raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
-        with store_of(request).connection() as conn:
+        with pricing_store_of(request).connection() as conn:
             if conn.execute("SELECT 1 FROM policies WHERE policy_id = %s",
                             (policy_id,)).fetchone() is None:
                 raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
@@ -285,7 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                           who: AnyPrincipal) -> dict[str, Any]:
         if not who.can_read_policy(policy_id):
             raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
-        with store_of(request).connection() as conn:
+        with pricing_store_of(request).connection() as conn:
             trips = trip_sql.list_policy_trips(conn, policy_id)
             return {"policy_id": policy_id, "trips": [_trip_summary(t) for t in trips]}
 
@@ -293,8 +302,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               summary="Set or reverse a trip's label, recorded in the audit trail")
     def review_label(request: Request, device_id: DeviceId, trip_id: TripId, label: LabelIn,
                      who: UnderwriterDep) -> dict[str, Any]:
-        with store_of(request).connection() as conn, conn.transaction():
-            trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
+        with pricing_store_of(request).connection() as conn, conn.transaction():
+            trip = trip_sql.get_trip_summary(conn, device_id, trip_id, for_update=True)
             if trip is None:
                 raise Problem(404, "not_found", f"no trip '{trip_id}' of device '{device_id}'")
             new = None if label.label == "driver" else label.label
@@ -342,7 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _trip_summary(trip: trip_sql.Trip) -> dict[str, Any]:
+def _trip_summary(trip: trip_sql.TripSummary) -> dict[str, Any]:
     return {"device_id": trip.device_id, "trip_id": trip.trip_id, "status": trip.status,
             "source": trip.source,
             "started_at": trip.started_at.isoformat() if trip.started_at else None,
@@ -359,12 +368,13 @@ def _trip_view(conn: Any, trip: trip_sql.Trip) -> dict[str, Any]:
 
 
 async def _reprice_due(app: FastAPI, settings: Settings) -> None:
-    """Keep provisional premiums current: reprice the policies marked due by scored trips,
-    a few hundred at a time (every worker process runs one; they never claim the same)."""
+    """Keep provisional premiums current: reprice the policies marked due by scored trips
+    and label changes, a few hundred at a time, as the pricing role (every worker process
+    runs one; they never claim the same)."""
     from telematics.provisional import reprice_all_due
 
     def reprice() -> int:
-        store: Store = app.state.store
+        store: Store = app.state.pricing_store
         with store.connection() as conn:
             return reprice_all_due(conn)
 

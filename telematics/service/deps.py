@@ -16,7 +16,15 @@ from telematics.store.repository import Store
 
 
 def store_of(request: Request) -> Store:
+    """The main pool: device writes, raw samples, credentials, administration."""
     store: Store = request.app.state.store
+    return store
+
+
+def pricing_store_of(request: Request) -> Store:
+    """The pool connected as the role ubi_pricing: everything that reads only aggregates
+    (the workbench, the underwriter API, premiums and scores), never raw samples."""
+    store: Store = request.app.state.pricing_store
     return store
 
 

@@ -1,4 +1,8 @@
-"""The driver's view: score, premium and why, coaching, trips and data use (own policy only)."""
+"""The driver's view: score, premium and why, coaching, trips and data use (own policy only).
+
+The view shows aggregates only, so it is read through the pricing side's pool (the role
+ubi_pricing); the device's key is checked, and its relabels written, on the main pool.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from telematics.provisional import mark_due
 from telematics.service import pages
 from telematics.service.auth import DeviceDep, Principal, principal, session_or_login
-from telematics.service.deps import store_of
+from telematics.service.deps import pricing_store_of, store_of
 from telematics.service.premium_view import (
     BEHAVIOUR_TEXT,
     BreakdownError,
@@ -20,7 +25,6 @@ from telematics.service.premium_view import (
     changes_between,
     load_plan,
     premium_view,
-    reprice_provisional,
 )
 from telematics.service.privacy_routes import TRANSPARENCY
 from telematics.service.problems import Problem
@@ -130,7 +134,7 @@ def driver_summary(conn: Any, policy_id: str, settings: Any) -> dict[str, Any]:
 def driver_json(request: Request, policy_id: PolicyId, who: DeviceDep) -> dict[str, Any]:
     if who.policy_id != policy_id:
         raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         return driver_summary(conn, policy_id, request.app.state.settings)
 
 
@@ -206,7 +210,7 @@ def logout() -> Response:
 @router.get("/driver/", include_in_schema=False)
 def driver_page(request: Request, who: DevicePage) -> Response:
     assert who.policy_id is not None
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         summary = driver_summary(conn, who.policy_id, request.app.state.settings)
     return pages.render("driver.html", title="Your driving", summary=summary, who=who,
                         labels=LABELS)
@@ -235,6 +239,6 @@ async def relabel(request: Request, trip_id: TripId, who: DeviceAction) -> Respo
             trip_sql.audit(conn, actor=f"device:{who.device_id}", action="trip.label",
                            policy_id=trip.policy_id, subject=trip_id,
                            detail={"from": trip.label, "to": new, "reason": reason})
-            reprice_provisional(conn, trip.policy_id)
+            mark_due(conn, trip.policy_id)  # repriced on the pricing side
     await run_in_threadpool(run)
     return pages.redirect(f"/driver/#trip-{quote(trip_id)}")

@@ -271,9 +271,10 @@ def replay_premium(view: PremiumView, plan_row: PlanRow | None) -> ReplayOutcome
 
 
 def reprice_provisional(conn: Any, policy_id: str) -> None:
-    """The provisional premium again after a scored trip or a label change, so the driver
-    and the underwriter see its effect at once. A pricing failure must not lose the trip
-    or the label: it is logged and the premium waits for the next trip or the period's
+    """The provisional premium again after an underwriter's label change, in the same
+    transaction on the pricing side's connection, so the workbench shows its effect at once
+    (a device's change marks the policy due instead). A pricing failure must not lose the
+    label: it is logged and the premium waits for the next trip or the period's
     repricing."""
     from telematics.rating import provisional_premium
 

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from telematics import maintenance
 from telematics.service import uploads
 from telematics.service.auth import AnyPrincipal, DeviceDep, Principal, UnderwriterDep
-from telematics.service.deps import idempotent, store_of
+from telematics.service.deps import idempotent, pricing_store_of, store_of
 from telematics.service.problems import Problem, Text
 from telematics.store import privacy as privacy_sql
 from telematics.store import trips as trip_sql
@@ -141,7 +141,7 @@ async def set_consent(request: Request, policy_id: PolicyId, consent: ConsentIn,
             summary="The current consent per category and purpose")
 def get_consents(request: Request, policy_id: PolicyId, who: AnyPrincipal) -> dict[str, Any]:
     _own_policy(who, policy_id, staff_scope="underwriter")
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         current = privacy_sql.current_consents(conn, policy_id)
     return {"policy_id": policy_id, "consents": [
         {"category": cat, "purpose": pur, "granted": c["granted"],
@@ -244,7 +244,7 @@ async def request_review(request: Request, policy_id: PolicyId, review: ReviewIn
 def list_policy_reviews(request: Request, policy_id: PolicyId,
                         who: AnyPrincipal) -> dict[str, Any]:
     _own_policy(who, policy_id, staff_scope="underwriter")
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         return {"policy_id": policy_id,
                 "reviews": privacy_sql.list_reviews(conn, policy_id=policy_id)}
 
@@ -252,7 +252,7 @@ def list_policy_reviews(request: Request, policy_id: PolicyId,
 @router.get("/v1/review/queue", tags=["underwriter"],
             summary="Open review requests, oldest first")
 def review_queue(request: Request, who: UnderwriterDep) -> dict[str, Any]:
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         return {"reviews": privacy_sql.list_reviews(conn, status="open")}
 
 
@@ -261,7 +261,7 @@ def review_queue(request: Request, who: UnderwriterDep) -> dict[str, Any]:
 async def decide(request: Request, review_id: Annotated[int, Path(ge=1, le=2**62)],
                  decision: DecisionIn, who: UnderwriterDep) -> dict[str, Any]:
     def run() -> dict[str, Any]:
-        with store_of(request).connection() as conn, conn.transaction():
+        with pricing_store_of(request).connection() as conn, conn.transaction():
             decided = privacy_sql.decide_review(conn, review_id, decision.decision,
                                                 decision.note, f"staff:{who.name}")
             if decided is None:

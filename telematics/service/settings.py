@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from telematics.ingest import MAX_SAMPLES_PER_BATCH
-from telematics.store.provision import database_url
+from telematics.store.provision import as_pricing_role, database_url, pricing_database_url
 
 
 def _int(name: str, default: int) -> int:
@@ -31,7 +31,11 @@ def retention_days_from_env() -> int:
 @dataclass(frozen=True)
 class Settings:
     database_url: str
+    # The pricing side's connection (workbench, underwriter API, provisional repricing);
+    # empty means `database_url` as the role ubi_pricing.
+    pricing_database_url: str = ""
     pool_max_size: int = 16
+    pricing_pool_max_size: int = 8
     pool_timeout_s: float = 5.0
     rate_per_s: float = 50.0
     rate_burst: int = 200
@@ -43,11 +47,18 @@ class Settings:
     sweep_interval_s: int = 60
     provisional_interval_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        if not self.pricing_database_url:
+            object.__setattr__(self, "pricing_database_url",
+                               as_pricing_role(self.database_url))
+
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
             database_url=database_url(),
+            pricing_database_url=pricing_database_url(),
             pool_max_size=_int("UBI_POOL_MAX_SIZE", 16),
+            pricing_pool_max_size=_int("UBI_PRICING_POOL_MAX_SIZE", 8),
             rate_per_s=float(_int("UBI_RATE_PER_S", 50)),
             rate_burst=_int("UBI_RATE_BURST", 200),
             idempotency_ttl_s=_int("UBI_IDEMPOTENCY_TTL_S", 7 * 86_400),

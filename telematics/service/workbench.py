@@ -1,4 +1,9 @@
-"""The underwriter workbench: portfolio, policy, trip and review pages behind a staff login."""
+"""The underwriter workbench: portfolio, policy, trip and review pages behind a staff login.
+
+Logins and sessions are checked on the main pool (staff token hashes); every page and
+form reads and writes through the pricing side's pool, as the role ubi_pricing, which
+cannot read raw samples.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from pricing.validate import gini, ordered_lorenz
 from telematics import provisional
 from telematics.service import charts, pages
 from telematics.service.auth import Principal, principal, session_or_login
-from telematics.service.deps import store_of
+from telematics.service.deps import pricing_store_of, store_of
 from telematics.service.premium_view import (
     BreakdownError,
     PremiumView,
@@ -259,7 +264,7 @@ def portfolio_context(conn: Any) -> dict[str, Any]:
 
 @router.get("/workbench/")
 def portfolio(request: Request, who: StaffPage) -> Response:
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         context = portfolio_context(conn)
     return pages.render("portfolio.html", title="Portfolio", who=who, nav="portfolio",
                         **context)
@@ -297,7 +302,7 @@ def current_premium(views: list[PremiumView]) -> PremiumView | None:
 
 @router.get("/workbench/policies/{policy_id}")
 def policy_page(request: Request, policy_id: PolicyId, who: StaffPage) -> Response:
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         policy = wb_sql.get_policy(conn, policy_id)
         if policy is None:
             raise Problem(404, "not_found", f"no policy '{policy_id}'", "policy_id")
@@ -340,7 +345,7 @@ PEAK_UNITS = {"braking": "m/s²", "acceleration": "m/s²", "cornering": "m/s²",
 
 
 def trip_context(conn: Any, device_id: str, trip_id: str) -> dict[str, Any]:
-    trip = trip_sql.get_trip(conn, device_id, trip_id)
+    trip = trip_sql.get_trip_summary(conn, device_id, trip_id)
     if trip is None:
         raise Problem(404, "not_found", f"no trip '{trip_id}' of device '{device_id}'",
                       "trip_id")
@@ -365,7 +370,7 @@ def trip_context(conn: Any, device_id: str, trip_id: str) -> dict[str, Any]:
 
 @router.get("/workbench/trips/{device_id}/{trip_id}")
 def trip_page(request: Request, device_id: DeviceId, trip_id: TripId, who: StaffPage) -> Response:
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         context = trip_context(conn, device_id, trip_id)
     return pages.render("trip.html", title=f"Trip {trip_id}", who=who, nav="", **context)
 
@@ -378,8 +383,8 @@ async def trip_label(request: Request, device_id: DeviceId, trip_id: TripId,
     reason = pages.field(form, "reason", required=False, max_length=500) or None
 
     def run() -> None:
-        with store_of(request).connection() as conn, conn.transaction():
-            trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
+        with pricing_store_of(request).connection() as conn, conn.transaction():
+            trip = trip_sql.get_trip_summary(conn, device_id, trip_id, for_update=True)
             if trip is None:
                 raise Problem(404, "not_found", f"no trip '{trip_id}' of device '{device_id}'")
             new = None if label == "driver" else label
@@ -396,7 +401,7 @@ async def trip_label(request: Request, device_id: DeviceId, trip_id: TripId,
 
 @router.get("/workbench/reviews")
 def review_queue(request: Request, who: StaffPage) -> Response:
-    with store_of(request).connection() as conn:
+    with pricing_store_of(request).connection() as conn:
         reviews = privacy_sql.list_reviews(conn, status="open")
         relabels = wb_sql.relabels_to_review(conn)
     return pages.render("reviews.html", title="Review queue", who=who, nav="reviews",
@@ -410,7 +415,7 @@ async def decide_review(request: Request, review_id: RowId, who: StaffAction) ->
     note = pages.field(form, "note")
 
     def run() -> None:
-        with store_of(request).connection() as conn, conn.transaction():
+        with pricing_store_of(request).connection() as conn, conn.transaction():
             decided = privacy_sql.decide_review(conn, review_id, decision, note,
                                                 f"staff:{who.name}")
             if decided is None:
@@ -432,8 +437,8 @@ async def decide_relabel(request: Request, device_id: DeviceId, trip_id: TripId,
     note = pages.field(form, "note")
 
     def run() -> None:
-        with store_of(request).connection() as conn, conn.transaction():
-            trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
+        with pricing_store_of(request).connection() as conn, conn.transaction():
+            trip = trip_sql.get_trip_summary(conn, device_id, trip_id, for_update=True)
             if trip is None or trip.label not in wb_sql.EXCLUDING_LABELS:
                 raise Problem(404, "not_found", f"no relabelled trip '{trip_id}' of device "
                               f"'{device_id}'", "trip_id")
@@ -452,7 +457,7 @@ async def decide_relabel(request: Request, device_id: DeviceId, trip_id: TripId,
 
 @router.post("/workbench/premiums/{premium_id}/replay")
 def replay(request: Request, premium_id: RowId, who: StaffAction) -> Response:
-    with store_of(request).connection() as conn, conn.transaction():
+    with pricing_store_of(request).connection() as conn, conn.transaction():
         row = wb_sql.get_premium(conn, premium_id)
         if row is None:
             raise Problem(404, "not_found", f"no premium {premium_id}", "premium_id")

@@ -60,6 +60,55 @@ def scoring_categories(conn: psycopg.Connection[Any], policy_id: str) -> set[str
             if c["granted"] and (cat not in PRICED_CATEGORIES or pur == "pricing")}
 
 
+# --- separation: what the pricing side never reads ------------------------------------------
+
+# Raw samples (positions, motion, engine data), credentials, idempotency records and the
+# privacy-zone keys: the pricing side's role has no read access to any of them.
+PRICING_FORBIDDEN_TABLES = (*RAW_TABLES, "privacy_keys", "api_tokens", "idempotency_keys")
+PRICING_FORBIDDEN_COLUMNS = (("devices", "api_key_hash"),)
+
+
+class PricingRoleError(RuntimeError):
+    """The pricing side's connection can read what pricing must not; names what and who."""
+
+
+def check_pricing_role(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a new pricing-side connection whose role can read a raw sample table, a
+    credential or a privacy-zone key (the main role or a superuser given by mistake).
+
+    A refused connection is closed; an accepted one is left idle (the transaction the
+    check opens is ended), as a pool's `configure` callback must leave it."""
+    tables = list(PRICING_FORBIDDEN_TABLES)
+    columns = [f"{table}.{column}" for table, column in PRICING_FORBIDDEN_COLUMNS]
+    row = conn.execute(
+        "SELECT current_user, array(SELECT t FROM unnest(%s::text[]) t"
+        "   WHERE has_any_column_privilege(t, 'SELECT')"
+        " UNION ALL SELECT c FROM unnest(%s::text[]) c"
+        "   WHERE has_column_privilege(split_part(c, '.', 1), split_part(c, '.', 2), 'SELECT'))",
+        (tables, columns)).fetchone()
+    if not conn.autocommit:
+        conn.rollback()
+    assert row is not None
+    user, readable = row
+    if readable:
+        conn.close()
+        raise PricingRoleError(
+            f"the pricing side connects as '{user}', which can read {', '.join(readable)}; "
+            "it must connect as the role ubi_pricing (see UBI_PRICING_DATABASE_URL)")
+
+
+def connect_pricing(url: str) -> psycopg.Connection[Any]:
+    """A connection for the pricing side, refused by `check_pricing_role` if its role can
+    read raw samples or secrets."""
+    conn = psycopg.connect(url)
+    try:
+        check_pricing_role(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def zone_offset(conn: psycopg.Connection[Any], policy_id: str) -> ZoneOffset:
     """The policy's privacy-zone offset, drawn once and kept."""
     row = conn.execute("SELECT offset_east_m, offset_north_m FROM privacy_keys"

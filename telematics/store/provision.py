@@ -24,6 +24,9 @@ SOURCE_SUITE = "trixie"
 SOURCE_PACKAGE = "timescaledb"
 DEFAULT_PORT = 5444
 DATABASE_NAME = "ubi"
+# The role pricing and the underwriter side connect as (migrations 0003 and 0008 create it
+# and grant it the aggregates only: no raw samples, credentials or privacy-zone keys).
+PRICING_ROLE = "ubi_pricing"
 
 
 class ProvisionError(RuntimeError):
@@ -94,6 +97,26 @@ def local_cluster() -> LocalCluster:
 def database_url() -> str:
     """The URL every component uses: `UBI_DATABASE_URL` or the local cluster's."""
     return os.environ.get("UBI_DATABASE_URL") or local_cluster().url()
+
+
+def as_pricing_role(url: str) -> str:
+    """The same server and database as `url`, as the role `PRICING_ROLE`.
+
+    Another user's password is dropped rather than sent for the pricing role: with password
+    authentication its own comes from ~/.pgpass or PGPASSWORD, or the whole connection
+    from `UBI_PRICING_DATABASE_URL`.
+    """
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    if params.get("user") != PRICING_ROLE:
+        params.pop("password", None)
+    params["user"] = PRICING_ROLE
+    return psycopg.conninfo.make_conninfo("", **params)
+
+
+def pricing_database_url() -> str:
+    """The connection of the pricing side (rating, the workbench, the underwriter API):
+    `UBI_PRICING_DATABASE_URL`, else `database_url()` as the role `PRICING_ROLE`."""
+    return os.environ.get("UBI_PRICING_DATABASE_URL") or as_pricing_role(database_url())
 
 
 def say(message: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -219,14 +219,17 @@ class Store:
     """One connection pool and the SQL the platform runs. Open it in the app's lifespan."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0,
+                 configure: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+        """`configure` runs on every new connection before the pool hands it out (the
+        pricing side's pool checks its role there) and must leave it idle."""
         self.url = url
         # Checking each connection on checkout lets the pool recover by itself after the
         # database restarts: dead connections are dropped instead of handed out.
         self.pool = ConnectionPool(url, min_size=min_size, max_size=max_size, open=False,
                                    timeout=timeout_s, check=ConnectionPool.check_connection,
-                                   reconnect_timeout=0, kwargs={"autocommit": False,
-                                                                "connect_timeout": 5})
+                                   configure=configure, reconnect_timeout=0,
+                                   kwargs={"autocommit": False, "connect_timeout": 5})
 
     def open(self, wait: bool = True) -> Store:
         self.pool.open(wait=wait)

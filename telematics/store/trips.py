@@ -25,7 +25,9 @@ COUNTS_AGAINST_DRIVER = (
 
 
 @dataclass(frozen=True)
-class Trip:
+class TripSummary:
+    """A trip as the pricing side sees it (the columns the role ubi_pricing may read)."""
+
     device_id: str
     trip_id: str
     policy_id: str
@@ -33,18 +35,24 @@ class Trip:
     source: str
     started_at: datetime | None
     ended_at: datetime | None
-    last_upload_at: datetime
-    n_gps: int
-    n_imu: int
     transport_mode: str | None
     mode_confidence: float | None
     label: str | None
     label_set_at: datetime | None
 
 
-TRIP_COLUMNS = ("device_id, trip_id, policy_id, status, source, started_at, ended_at,"
-                " last_upload_at, n_gps, n_imu, transport_mode, mode_confidence, label,"
-                " label_set_at")
+@dataclass(frozen=True)
+class Trip(TripSummary):
+    """A trip with its upload bookkeeping, which only the device side reads."""
+
+    last_upload_at: datetime
+    n_gps: int
+    n_imu: int
+
+
+SUMMARY_COLUMNS = ("device_id, trip_id, policy_id, status, source, started_at, ended_at,"
+                   " transport_mode, mode_confidence, label, label_set_at")
+TRIP_COLUMNS = f"{SUMMARY_COLUMNS}, last_upload_at, n_gps, n_imu"
 
 
 def record_upload(conn: psycopg.Connection[Any], *, device_id: str, trip_id: str,
@@ -86,6 +94,14 @@ def get_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str,
             + (" FOR UPDATE" if for_update else ""), (device_id, trip_id)).fetchone()
 
 
+def get_trip_summary(conn: psycopg.Connection[Any], device_id: str, trip_id: str,
+                     *, for_update: bool = False) -> TripSummary | None:
+    with conn.cursor(row_factory=class_row(TripSummary)) as cur:
+        return cur.execute(
+            f"SELECT {SUMMARY_COLUMNS} FROM trips WHERE device_id = %s AND trip_id = %s"
+            + (" FOR UPDATE" if for_update else ""), (device_id, trip_id)).fetchone()
+
+
 def find_policy_trip(conn: psycopg.Connection[Any], policy_id: str, trip_id: str) -> Trip | None:
     with conn.cursor(row_factory=class_row(Trip)) as cur:
         return cur.execute(
@@ -94,10 +110,10 @@ def find_policy_trip(conn: psycopg.Connection[Any], policy_id: str, trip_id: str
 
 
 def list_policy_trips(conn: psycopg.Connection[Any], policy_id: str,
-                      limit: int = 500) -> list[Trip]:
-    with conn.cursor(row_factory=class_row(Trip)) as cur:
+                      limit: int = 500) -> list[TripSummary]:
+    with conn.cursor(row_factory=class_row(TripSummary)) as cur:
         return cur.execute(
-            f"SELECT {TRIP_COLUMNS} FROM trips WHERE policy_id = %s AND source <> 'obd_feed'"
+            f"SELECT {SUMMARY_COLUMNS} FROM trips WHERE policy_id = %s AND source <> 'obd_feed'"
             " ORDER BY started_at DESC NULLS LAST LIMIT %s", (policy_id, limit)).fetchall()
 
 

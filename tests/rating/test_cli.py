@@ -15,7 +15,8 @@ import pytest
 from simulator import simulate_policies
 from telematics.cli import build_parser, main
 from telematics.rating import from_simulator_layout
-from tests.rating.conftest import add_policy, add_trip, trip_features
+from telematics.store.provision import as_pricing_role
+from tests.rating.conftest import add_policy, add_trip, at, trip_features
 
 pytestmark = pytest.mark.db
 
@@ -128,3 +129,23 @@ def test_bad_input_is_named(rating_url: str, tmp_path: Path, capsys: pytest.Capt
     assert code == 2 and "no published plan 'nope-v1'" in err
     code, _, err = _run(capsys, "calibrate", *db, "--out", str(tmp_path / "x.json"))
     assert code == 2 and "--data/--from-db" in err
+
+
+def test_price_commands_connect_as_the_pricing_role(rating_url: str, conn: psycopg.Connection[Any],
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --database-url the commands connect to UBI_PRICING_DATABASE_URL, and refuse
+    it when its role could read raw samples (here the main, superuser role)."""
+    add_policy(conn, "R001")
+    add_trip(conn, "R001", "t1", at(5), 12.0)
+    monkeypatch.setenv("UBI_PRICING_DATABASE_URL", rating_url)
+    code, out, err = _run(capsys, "reprice", "--period", "2026-10")
+    assert code == 2 and out is None
+    assert "can read gps_samples, imu_samples, obd_samples" in err and "ubi_pricing" in err
+    assert conn.execute("SELECT count(*) FROM premiums").fetchone() == (0,)
+    monkeypatch.setenv("UBI_PRICING_DATABASE_URL", as_pricing_role(rating_url))
+    code, out, err = _run(capsys, "reprice", "--period", "2026-10")
+    assert code == 0, err
+    assert out is not None and out["premiums_written"] == 1
+    code, out, err = _run(capsys, "replay", "--period", "2026-10")
+    assert code == 0, err

@@ -28,6 +28,7 @@ from telematics.rating import (
     reprice_partition,
     reprice_period,
 )
+from telematics.store.provision import as_pricing_role
 from tests.rating.conftest import FACTORS, add_policy, add_trip, at, set_consent, trip_features
 
 pytestmark = pytest.mark.db
@@ -348,7 +349,8 @@ def test_partitions_coach_towards_the_whole_portfolio(rating_url: str, conn: psy
     reprice_period(conn, plan, *OCTOBER)
     whole = _stored(conn)[["policy_id", "breakdown", "sha256"]]
     ids = whole["policy_id"].tolist()
-    assert sum(reprice_partition(rating_url, "default-v1", *OCTOBER, part) for part in (ids[:7], ids[7:])) == 20
+    pricing_url = as_pricing_role(rating_url)
+    assert sum(reprice_partition(pricing_url, "default-v1", *OCTOBER, part) for part in (ids[:7], ids[7:])) == 20
     parts = _stored(conn)[["policy_id", "breakdown", "sha256"]]
     assert parts["breakdown"].tolist() == whole["breakdown"].tolist()
 

@@ -13,6 +13,8 @@ from psycopg.types.json import Jsonb
 from pricing.plan import default_plan
 from telematics import rating
 from telematics.jobs.partitions import reprice_on_dask
+from telematics.store.privacy import PricingRoleError
+from telematics.store.provision import as_pricing_role
 from tests.scaleout.conftest import Fleet
 
 pytestmark = pytest.mark.db
@@ -43,11 +45,12 @@ def test_reprice_on_dask_equals_the_serial_partition(fleet: Fleet, cluster: Any)
         rating.coaching_targets(conn, rating.load_published_plan(conn, version), START, END)
         conn.commit()
     ids = fleet.loaded.policies
-    serial = rating.reprice_partition(fleet.url, version, START, END, ids)
+    pricing_url = as_pricing_role(fleet.url)
+    serial = rating.reprice_partition(pricing_url, version, START, END, ids)
     reference = premiums(fleet.url)
     assert serial > 0 and len(reference) == serial
     for _ in range(2):
-        report = reprice_on_dask(fleet.url, version, START, END,
+        report = reprice_on_dask(pricing_url, version, START, END,
                                  scheduler=cluster.scheduler_address, partition_size=2,
                                  progress=False)
         assert report.ok, report.failure_report()
@@ -57,3 +60,18 @@ def test_reprice_on_dask_equals_the_serial_partition(fleet: Fleet, cluster: Any)
         run = conn.execute("SELECT policies FROM pricing_runs WHERE plan_version = %s"
                            " AND period_start = %s", (version, START)).fetchone()
     assert run == (serial,)
+
+
+def test_repricing_runs_only_as_a_role_without_raw_samples(fleet: Fleet) -> None:
+    """The fleet's raw samples are there, the pricing role cannot read them, and a
+    repricing given a connection that could (the main role) refuses to start."""
+    with psycopg.connect(fleet.url) as conn:
+        assert conn.execute("SELECT count(*) FROM gps_samples").fetchone() > (0,)
+    with psycopg.connect(as_pricing_role(fleet.url)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("ubi_pricing",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM gps_samples")
+    with pytest.raises(PricingRoleError, match="gps_samples"):
+        reprice_on_dask(fleet.url, "default-v1", START, END, progress=False)
+    with pytest.raises(PricingRoleError, match="gps_samples"):
+        rating.reprice_partition(fleet.url, "default-v1", START, END, fleet.loaded.policies)

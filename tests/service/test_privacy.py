@@ -15,7 +15,9 @@ from psycopg.types.json import Jsonb
 from pricing.plan import default_plan
 from telematics.maintenance import run_maintenance
 from telematics.rating import publish_plan
+from telematics.service.settings import Settings
 from telematics.store import privacy as privacy_sql
+from telematics.store.provision import as_pricing_role
 from telematics.store.repository import GPS, Store
 from tests.service.conftest import CATEGORIES, DeviceCreds, Tokens, grant, idem, register
 from tests.service.payloads import batches, drive
@@ -90,25 +92,55 @@ def test_transparency_names_every_category(client: httpx.Client) -> None:
         assert {"collected", "kept", "price_effect"} <= set(text)
 
 
-def pricing_url(db_url: str) -> str:
-    return psycopg.conninfo.make_conninfo(db_url, user="ubi_pricing")
-
-
 @pytest.mark.parametrize("table", ["gps_samples", "imu_samples", "obd_samples",
                                    "privacy_keys", "idempotency_keys", "api_tokens"])
 def test_pricing_role_cannot_read_raw_or_secret_tables(db_url: str, table: str) -> None:
-    with psycopg.connect(pricing_url(db_url)) as conn:
+    with psycopg.connect(as_pricing_role(db_url)) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(table)))
 
 
+def test_the_pricing_connection_is_derived_once_from_the_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main database as ubi_pricing (another user's password is not sent for it),
+    unless UBI_PRICING_DATABASE_URL names the pricing side's connection."""
+    settings = Settings(database_url="postgresql://postgres:secret@db.example:5433/ubi")
+    assert psycopg.conninfo.conninfo_to_dict(settings.pricing_database_url) == {
+        "user": "ubi_pricing", "host": "db.example", "port": "5433", "dbname": "ubi"}
+    monkeypatch.setenv("UBI_DATABASE_URL", "postgresql://postgres@db.example/ubi")
+    monkeypatch.delenv("UBI_PRICING_DATABASE_URL", raising=False)
+    assert psycopg.conninfo.conninfo_to_dict(Settings.from_env().pricing_database_url) == {
+        "user": "ubi_pricing", "host": "db.example", "dbname": "ubi"}
+    own = "postgresql://ubi_pricing:its-own@pricing.example/ubi"
+    monkeypatch.setenv("UBI_PRICING_DATABASE_URL", own)
+    assert Settings.from_env().pricing_database_url == own
+    assert (psycopg.conninfo.conninfo_to_dict(as_pricing_role(own))
+            == psycopg.conninfo.conninfo_to_dict(own))  # its own password is kept
+
+
+def test_pricing_connections_that_can_read_raw_samples_are_refused(db_url: str) -> None:
+    with privacy_sql.connect_pricing(as_pricing_role(db_url)) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("ubi_pricing",)
+    with pytest.raises(privacy_sql.PricingRoleError, match="gps_samples"):
+        privacy_sql.connect_pricing(db_url)
+
+
 def test_pricing_role_reads_aggregates(db_url: str) -> None:
-    with psycopg.connect(pricing_url(db_url)) as conn:
+    with psycopg.connect(as_pricing_role(db_url)) as conn:
         for table in ("trip_features", "events", "trip_paths", "premiums", "policies"):
             conn.execute(sql.SQL("SELECT * FROM {} LIMIT 1").format(sql.Identifier(table)))
         conn.execute("SELECT policy_id, status, label FROM trips LIMIT 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT n_gps FROM trips LIMIT 1")
+
+
+@pytest.mark.parametrize("column", ["status", "n_gps", "policy_id", "started_at"])
+def test_pricing_role_changes_only_the_labels_of_trips(db_url: str, column: str) -> None:
+    with psycopg.connect(as_pricing_role(db_url)) as conn:
+        conn.execute("UPDATE trips SET label = label, label_set_at = label_set_at WHERE false")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("UPDATE trips SET {0} = {0} WHERE false").format(
+                sql.Identifier(column)))
 
 
 def test_retention_drops_old_raw_chunks_and_keeps_features(db_url: str) -> None:

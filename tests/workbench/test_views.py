@@ -15,14 +15,21 @@ import pytest
 from pricing.plan import default_plan
 from pricing.rating import reprice
 from pricing.validate import lift_table
-from telematics.service import charts
+from telematics.service import charts, pages
+from telematics.service.auth import Principal
 from telematics.service.premium_view import (
     BreakdownError,
     changes_between,
     premium_view,
     replay_premium,
 )
-from telematics.service.workbench import loss_ratio_by_decile, plan_in_force, rate_deciles
+from telematics.service.workbench import (
+    loss_ratio_by_decile,
+    plan_in_force,
+    portfolio_context,
+    rate_deciles,
+)
+from telematics.store import workbench as wb_sql
 from telematics.store.workbench import PlanRow, PremiumRow
 from tests.workbench.premiums import contract_rows, portfolio, stored_version
 
@@ -179,3 +186,17 @@ def test_charts_are_svg_and_cached() -> None:
     speed = charts.speed_chart(np.arange(10.0), np.full(10, 50.0),
                                [charts.SpanMark(2.0, 2.1, "braking")])
     assert "braking" in speed
+
+
+def test_a_book_without_claims_renders_without_a_lorenz_curve(
+        rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    book = [(premium_row(r, premium_id=i + 1), Decimal(0)) for i, r in enumerate(rows)]
+    monkeypatch.setattr(wb_sql, "premiums_in_force", lambda conn: book)
+    monkeypatch.setattr(wb_sql, "rating_plans", lambda conn: [PLAN_ROW])
+    monkeypatch.setattr(wb_sql, "get_plan", lambda conn, version: PLAN_ROW)
+    context = portfolio_context(None)
+    assert context["book_size"] == len(rows) and context["gini"] is None
+    html = bytes(pages.render("portfolio.html", title="Portfolio", nav="portfolio",
+                              who=Principal("staff", "uw", ("underwriter",)),
+                              **context).body).decode()
+    assert 'id="lorenz"' not in html and html.count("<svg") >= 3
