@@ -42,7 +42,8 @@ import psycopg
 from tqdm import tqdm
 
 from pricing.plan import Plan
-from telematics.store.provision import say, up
+from telematics.store.privacy import connect_pricing
+from telematics.store.provision import pricing_database_url, say, up
 from telematics.store.trips import COUNTS_AGAINST_DRIVER
 
 PREFIX = "demo-"
@@ -367,8 +368,10 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                          description=f"demo calibration, seed {options.seed}").plan
         begin("validating on held-out policies")
         report = validate(held_out, plan)
+    # The pricing side connects as the role that cannot read raw samples, like the service's.
+    pricing_url = pricing_database_url(url)
     with step("publishing the plan, so that trips are priced provisionally as they arrive"), \
-            psycopg.connect(url) as conn:
+            connect_pricing(pricing_url) as conn:
         plan = _unpublished_version(conn, plan)
         version = publish_plan(conn, plan, actor="demo")
         conn.commit()
@@ -390,12 +393,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             with bar:
                 stats = upload_fleet(server.url, keys, PREFIX, deliveries, feeds,
                                      clients=options.clients, progress=tick)
-        with psycopg.connect(url) as conn:  # the service's last round, if still due
+        with connect_pricing(pricing_url) as conn:  # the service's last round, if still due
             reprice_all_due(conn)
 
     period = data_set.period
     with step("repricing every traced policy for the period"), \
-            _stage_line("repricing", 1) as begin, psycopg.connect(url) as conn:
+            _stage_line("repricing", 1) as begin, connect_pricing(pricing_url) as conn:
         policy_ids = [r[0] for r in conn.execute(
             "SELECT policy_id FROM policies WHERE policy_id LIKE %s ORDER BY policy_id",
             (PREFIX + "%",)).fetchall()]

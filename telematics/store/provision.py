@@ -113,10 +113,12 @@ def as_pricing_role(url: str) -> str:
     return psycopg.conninfo.make_conninfo("", **params)
 
 
-def pricing_database_url() -> str:
+def pricing_database_url(url: str | None = None) -> str:
     """The connection of the pricing side (rating, the workbench, the underwriter API):
-    `UBI_PRICING_DATABASE_URL`, else `database_url()` as the role `PRICING_ROLE`."""
-    return os.environ.get("UBI_PRICING_DATABASE_URL") or as_pricing_role(database_url())
+    `UBI_PRICING_DATABASE_URL`, else `url` (default `database_url()`) as the role
+    `PRICING_ROLE`."""
+    return (os.environ.get("UBI_PRICING_DATABASE_URL")
+            or as_pricing_role(url if url is not None else database_url()))
 
 
 def say(message: str) -> None:
