@@ -471,4 +471,6 @@ def print_summary(summary: dict[str, Any], workbench_url: str) -> None:
     print()
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
-    print(f"\n  workbench: run `ubi serve` and open {workbench_url}")
+    print("\n  the workbench, on the demo's data:\n"
+          "    TOKEN=$(.venv/bin/ubi tokens create --name me --scope underwriter)\n"
+          f"    .venv/bin/ubi serve    # then open {workbench_url}/ and log in with $TOKEN")
