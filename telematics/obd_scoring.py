@@ -24,6 +24,7 @@ from telematics.core.obd import DEFAULT_OBD_PARAMS, find_obd_trips
 from telematics.core.params import DEFAULT_PARAMS, GpsParams
 from telematics.core.timezones import utc_offsets_s
 from telematics.store import trips as trip_sql
+from telematics.store.pgcopy import PG_EPOCH_US
 
 CODE_VERSION = "obd-1"
 
@@ -35,16 +36,26 @@ def obd_trip_id(feed_id: str, start_us: int) -> str:
 def read_feed(conn: psycopg.Connection[Any], device_id: str,
               feed_id: str) -> dict[str, np.ndarray]:
     """The feed's samples in time order; unknown values (and unknown ignition) as NaN."""
-    rows = conn.execute(
-        "SELECT (extract(epoch FROM time) * 1000000)::bigint, speed_mps, odometer_m,"
-        " CASE WHEN ignition IS NULL THEN NULL WHEN ignition THEN 1.0 ELSE 0.0 END"
-        " FROM obd_samples WHERE device_id = %s AND trip_id = %s ORDER BY time, seq",
-        (device_id, feed_id)).fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
-    return {"t_us": np.array(columns[0], dtype=np.int64),
-            "speed_mps": np.array(columns[1], dtype=np.float64),
-            "odometer_m": np.array(columns[2], dtype=np.float64),
-            "ignition": np.array(columns[3], dtype=np.float64)}
+    # Each column aggregated into one bytea of big-endian values: numpy decodes a feed of
+    # days of samples at once, where Python would convert every value of every row.
+    row = conn.execute(
+        "SELECT string_agg(timestamptz_send(time), ''::bytea),"
+        " string_agg(int8send(seq), ''::bytea),"
+        " string_agg(float8send(coalesce(speed_mps, 'NaN')), ''::bytea),"
+        " string_agg(float8send(coalesce(odometer_m, 'NaN')), ''::bytea),"
+        " string_agg(float8send(CASE WHEN ignition IS NULL THEN 'NaN'"
+        "   WHEN ignition THEN 1.0 ELSE 0.0 END), ''::bytea)"
+        " FROM obd_samples WHERE device_id = %s AND trip_id = %s",
+        (device_id, feed_id), binary=True).fetchone()
+    if row is None or row[0] is None:
+        return {"t_us": np.zeros(0, dtype=np.int64), "speed_mps": np.zeros(0),
+                "odometer_m": np.zeros(0), "ignition": np.zeros(0)}
+    time_pg_us, seq = (np.frombuffer(b, dtype=">i8").astype(np.int64) for b in row[:2])
+    order = np.lexsort((seq, time_pg_us))  # as ORDER BY time, seq ((time, seq) is unique)
+    speed, odometer, ignition = (np.frombuffer(b, dtype=">f8").astype(np.float64)[order]
+                                 for b in row[2:])
+    return {"t_us": time_pg_us[order] + PG_EPOCH_US, "speed_mps": speed,
+            "odometer_m": odometer, "ignition": ignition}
 
 
 def _in_bands(hour: np.ndarray, bands: tuple[tuple[float, float], ...]) -> np.ndarray:
@@ -149,37 +160,39 @@ def score_obd_feed(conn: psycopg.Connection[Any], device_id: str, feed_id: str,
     summaries: list[dict[str, Any]] = []
     found_ids = [obd_trip_id(feed_id, int(feed["t_us"][a])) for a in found.start_index]
     _drop_superseded(conn, device_id, feed_id, found_ids)
-    for k in range(found.start_index.size):
-        a, b = int(found.start_index[k]), int(found.end_index[k])
-        # Finished: the ignition went off after it, or the feed runs on long enough
-        # after it that the trip finder would have seen it continue.
-        finished = bool((feed["ignition"][b:] == 0.0).any()
-                        or t_s[n - 1] - t_s[b - 1] >= DEFAULT_OBD_PARAMS.stop_min_s)
-        start_us, end_us = int(feed["t_us"][a]), int(feed["t_us"][b - 1])
-        trip_id = obd_trip_id(feed_id, start_us)
-        trip_sql.record_upload(conn, device_id=device_id, trip_id=trip_id, policy_id=policy_id,
-                               source="obd", first_us=start_us, last_us=end_us, n_gps=0,
-                               n_imu=0)
-        conn.execute("UPDATE trips SET feed_id = %s WHERE device_id = %s AND trip_id = %s",
-                     (feed_id, device_id, trip_id))
-        if not finished:
-            summaries.append({"trip_id": trip_id, "status": "open"})
-            continue
-        features, events = obd_trip_features(t_s[a:b], feed["speed_mps"][a:b], time_zone,
-                                             float(found.dist_m[k]))
-        features["odometer_distance_m"] = _finite_or_none(found.odometer_dist_m[k])
-        features["by_ignition"] = bool(found.by_ignition[k])
-        scored = bool(features["scored"])
-        trip_sql.replace_features(
-            conn, device_id=device_id, trip_id=trip_id, policy_id=policy_id,
-            started_us=start_us, ended_us=end_us, scored=scored,
-            distance_m=float(features["distance_m"]), duration_s=float(features["duration_s"]),
-            features=features, events=events, code_version=CODE_VERSION)
-        status = "scored" if scored else "unscored"
-        trip_sql.set_status(conn, device_id, trip_id, status, "car", None)
-        summaries.append({"trip_id": trip_id, "status": status,
-                          "distance_m": round(float(features["distance_m"]), 1),
-                          "events": len(events)})
+    # Each trip's writes go together; only record_upload's answer waits for the server.
+    with conn.pipeline():
+        for k in range(found.start_index.size):
+            a, b = int(found.start_index[k]), int(found.end_index[k])
+            # Finished: the ignition went off after it, or the feed runs on long enough
+            # after it that the trip finder would have seen it continue.
+            finished = bool((feed["ignition"][b:] == 0.0).any()
+                            or t_s[n - 1] - t_s[b - 1] >= DEFAULT_OBD_PARAMS.stop_min_s)
+            start_us, end_us = int(feed["t_us"][a]), int(feed["t_us"][b - 1])
+            trip_id = obd_trip_id(feed_id, start_us)
+            trip_sql.record_upload(conn, device_id=device_id, trip_id=trip_id, policy_id=policy_id,
+                                   source="obd", first_us=start_us, last_us=end_us, n_gps=0,
+                                   n_imu=0)
+            conn.execute("UPDATE trips SET feed_id = %s WHERE device_id = %s AND trip_id = %s",
+                         (feed_id, device_id, trip_id))
+            if not finished:
+                summaries.append({"trip_id": trip_id, "status": "open"})
+                continue
+            features, events = obd_trip_features(t_s[a:b], feed["speed_mps"][a:b], time_zone,
+                                                 float(found.dist_m[k]))
+            features["odometer_distance_m"] = _finite_or_none(found.odometer_dist_m[k])
+            features["by_ignition"] = bool(found.by_ignition[k])
+            scored = bool(features["scored"])
+            trip_sql.replace_features(
+                conn, device_id=device_id, trip_id=trip_id, policy_id=policy_id,
+                started_us=start_us, ended_us=end_us, scored=scored,
+                distance_m=float(features["distance_m"]), duration_s=float(features["duration_s"]),
+                features=features, events=events, code_version=CODE_VERSION)
+            status = "scored" if scored else "unscored"
+            trip_sql.set_status(conn, device_id, trip_id, status, "car", None)
+            summaries.append({"trip_id": trip_id, "status": status,
+                              "distance_m": round(float(features["distance_m"]), 1),
+                              "events": len(events)})
     return summaries
 
 

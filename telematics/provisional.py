@@ -74,6 +74,19 @@ def reprice_all_due(conn: psycopg.Connection[Any], now: datetime | None = None) 
     return total
 
 
+def reprice_round(conn: psycopg.Connection[Any], now: datetime | None = None) -> int:
+    """One round of the background task: reprice what is due now, claiming again only
+    while claims come back full (a backlog). Policies marked while the round runs wait for
+    the next one: repricing them one or two at a time as uploads arrive would cost a
+    round's fixed work (the plan, the reads, the write) for each. Returns how many."""
+    total = 0
+    while (claimed := reprice_due(conn, now=now)) > 0:
+        total += claimed
+        if claimed < CLAIM_LIMIT:
+            break
+    return total
+
+
 def flush(conn: psycopg.Connection[Any], policy_id: str, now: datetime | None = None) -> bool:
     """Reprice the policy now if it is due (waiting for a worker that is repricing it), so
     that what is read next includes every scored trip; returns whether it was due."""

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from telematics.pipeline import PipelineResult, run_pipeline
+from telematics.pipeline import PipelineResult, TripResult, run_pipeline, run_trip_pipeline
 from telematics.privacy import TripZones, draw_zone_radii_m
 from telematics.store import privacy as privacy_sql
 from telematics.store import trips as trip_sql
@@ -21,6 +21,8 @@ from telematics.store.repository import GPS, IMU, read_samples, warm_up_encoder
 
 CODE_VERSION = "core-2"
 SCORE_WINDOW_DAYS = 30
+# The stored GPS columns the core reads (besides the time).
+CORE_GPS_COLUMNS = ("lat_deg", "lon_deg", "speed_mps", "accuracy_m", "speed_limit_mps")
 EVENT_KINDS = ("braking", "acceleration", "cornering", "speeding", "fatigue", "phone_handling")
 
 
@@ -49,12 +51,10 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def features_for_samples(gps: dict[str, np.ndarray], time_zone: str,
-                         imu: dict[str, np.ndarray] | None = None, *,
-                         phone_handling: bool = True,
-                         now_s: float | None = None) -> PipelineResult:
-    """The core's features and events for one trip's stored samples (GPS, and the phone's
-    IMU when there is one)."""
+def _core_columns(gps: dict[str, np.ndarray], imu: dict[str, np.ndarray] | None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """The pipeline's GPS and IMU columns from a trip's stored samples (IMU None when
+    there is none)."""
     columns = {"t_s": gps["t_us"] / 1e6, "lat_deg": gps["lat_deg"], "lon_deg": gps["lon_deg"],
                "speed_mps": gps["speed_mps"], "accuracy_m": gps["accuracy_m"],
                "speed_limit_mps": gps["speed_limit_mps"]}
@@ -66,11 +66,32 @@ def features_for_samples(gps: dict[str, np.ndarray], time_zone: str,
         for k in ("gyr_x_radps", "gyr_y_radps", "gyr_z_radps"):
             if not np.isfinite(imu_columns[k]).all():
                 del imu_columns[k]  # the kernel takes a gyroscope whole or not at all
+    return columns, imu_columns
+
+
+def features_for_samples(gps: dict[str, np.ndarray], time_zone: str,
+                         imu: dict[str, np.ndarray] | None = None, *,
+                         phone_handling: bool = True,
+                         now_s: float | None = None) -> PipelineResult:
+    """The core's features and events for one trip's stored samples (GPS, and the phone's
+    IMU when there is one), as tables."""
+    columns, imu_columns = _core_columns(gps, imu)
     now = time.time() if now_s is None else now_s
     return run_pipeline(
         columns, np.array([0, gps["t_us"].size]), imu=imu_columns,
         imu_offsets=None if imu_columns is None else np.array([0, imu_columns["t_s"].size]),
         time_zone=time_zone, now_s=now, phone_handling=phone_handling)
+
+
+def trip_for_samples(gps: dict[str, np.ndarray], time_zone: str,
+                     imu: dict[str, np.ndarray] | None = None, *,
+                     phone_handling: bool = True, now_s: float | None = None) -> TripResult:
+    """`features_for_samples` as the trip's feature row and event columns, without the
+    tables (real-time scoring's path; the values are the same)."""
+    columns, imu_columns = _core_columns(gps, imu)
+    now = time.time() if now_s is None else now_s
+    return run_trip_pipeline(columns, imu=imu_columns, time_zone=time_zone, now_s=now,
+                             phone_handling=phone_handling)
 
 
 @dataclass(frozen=True)
@@ -91,18 +112,19 @@ class TripOutcome:
         return "scored" if self.scored else "unscored"
 
 
-def trip_outcome(row: Mapping[str, Any] | pd.Series, events: pd.DataFrame,
+def trip_outcome(row: Mapping[str, Any] | pd.Series,
+                 events: pd.DataFrame | Mapping[str, np.ndarray],
                  zones: TripZones | None) -> TripOutcome:
-    """One trip's row of the pipeline's features and its events, ready to store. Real-time
-    scoring and batch recomputation both store exactly this."""
+    """One trip's row of the pipeline's features and its events (a table or its columns),
+    ready to store. Real-time scoring and batch recomputation both store exactly this."""
     features = {str(k): _json_ready(v) for k, v in row.items() if k != "trip"}
-    ev_lat = events["lat_deg"].to_numpy(dtype=np.float64)
-    ev_lon = events["lon_deg"].to_numpy(dtype=np.float64)
+    ev_lat = np.asarray(events["lat_deg"], dtype=np.float64)
+    ev_lon = np.asarray(events["lon_deg"], dtype=np.float64)
     shown = (zones.visible(ev_lat, ev_lon) if zones is not None
              else np.zeros(ev_lat.size, dtype=np.bool_))
     ev_lat, ev_lon = np.where(shown, ev_lat, np.nan), np.where(shown, ev_lon, np.nan)
-    start_us = np.round(events["start_t_s"].to_numpy(dtype=np.float64) * 1e6).astype(np.int64)
-    end_us = np.round(events["end_t_s"].to_numpy(dtype=np.float64) * 1e6).astype(np.int64)
+    start_us = np.round(np.asarray(events["start_t_s"], dtype=np.float64) * 1e6).astype(np.int64)
+    end_us = np.round(np.asarray(events["end_t_s"], dtype=np.float64) * 1e6).astype(np.int64)
     stored = [
         {"kind": str(kind), "severity": str(sev), "start_us": int(a), "end_us": int(b),
          "peak_value": _json_ready(peak) or 0.0, "speed_mps": _json_ready(speed),
@@ -118,37 +140,42 @@ def trip_outcome(row: Mapping[str, Any] | pd.Series, events: pd.DataFrame,
                        float(row["duration_s"]))
 
 
-def score_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str) -> dict[str, Any]:
+def score_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str, *,
+               trip: trip_sql.Trip | None = None) -> dict[str, Any]:
     """Compute and store a trip's features and events (replacing earlier ones); return a
-    summary. Runs inside the caller's transaction.
+    summary. Runs inside the caller's transaction; ``trip`` is the trip's row when the
+    caller has already locked it (an upload that recorded it), else it is locked here.
 
     Only what the policyholder consented to is processed: no location consent, no scoring;
     the IMU only with consent to use motion data for pricing, phone handling only with
     consent to use phone-use data for pricing (see ``privacy_sql.scoring_categories``).
     Trips the transport-mode classifier does not take for a car are stored unscored.
     """
-    trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
     if trip is None:
-        raise LookupError(f"no trip {trip_id!r} of device {device_id!r}")
-    time_zone = trip_sql.policy_time_zone(conn, trip.policy_id)
-    granted = privacy_sql.scoring_categories(conn, trip.policy_id)
+        trip = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
+        if trip is None:
+            raise LookupError(f"no trip {trip_id!r} of device {device_id!r}")
+    context = privacy_sql.scoring_context(conn, trip.policy_id, device_id, trip_id)
+    granted = context.categories
     if "location" not in granted:
         trip_sql.set_status(conn, device_id, trip_id, "unscored")
         return {"status": "unscored", "reason": "location consent withdrawn"}
-    gps = read_samples(conn, GPS, device_id, trip_id)
+    gps = read_samples(conn, GPS, device_id, trip_id, columns=CORE_GPS_COLUMNS)
     if gps["t_us"].size == 0:
         trip_sql.set_status(conn, device_id, trip_id, "unscored")
         return {"status": "unscored", "reason": "no GPS samples"}
-    imu = read_samples(conn, IMU, device_id, trip_id) if "motion" in granted else None
-    result = features_for_samples(gps, time_zone, imu,
-                                  phone_handling="phone_use" in granted)
-    offset = privacy_sql.zone_offset(conn, trip.policy_id)
-    radii = (privacy_sql.trip_zone_radii(conn, device_id, trip_id)
-             or draw_zone_radii_m(offset))
+    # n_imu counts every IMU sample an upload stored: without any, there is none to read.
+    imu = (read_samples(conn, IMU, device_id, trip_id)
+           if "motion" in granted and trip.n_imu > 0 else None)
+    result = trip_for_samples(gps, context.time_zone, imu,
+                              phone_handling="phone_use" in granted)
+    offset = (privacy_sql.zone_offset(conn, trip.policy_id) if context.offset is None
+              else context.offset)
+    radii = draw_zone_radii_m(offset) if context.radii_m is None else context.radii_m
     zones = TripZones.of_trip(gps["lat_deg"], gps["lon_deg"], offset, radii)
     visible = (zones.visible(gps["lat_deg"], gps["lon_deg"]) if zones is not None
                else np.zeros(gps["t_us"].size, dtype=np.bool_))
-    out = trip_outcome(result.features.iloc[0], result.events, zones)
+    out = trip_outcome(result.features, result.events, zones)
     with conn.pipeline():  # the writes in one round trip to the database
         privacy_sql.replace_trip_path(
             conn, device_id=device_id, trip_id=trip_id, policy_id=trip.policy_id,
@@ -164,7 +191,7 @@ def score_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str) -> d
                "mode_confidence": round(out.mode_confidence, 3),
                "distance_m": out.distance_m, "duration_s": out.duration_s,
                "events": len(out.events),
-               "imu": bool(result.features["imu_oriented_share"].iloc[0] > 0)}
+               "imu": bool(result.features["imu_oriented_share"] > 0)}
     if out.mode != "car":
         summary["reason"] = f"classified as {out.mode.replace('_', '/')}: not scored"
     return summary

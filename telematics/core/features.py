@@ -763,6 +763,22 @@ def compute_trip_features(
     Returns the feature table (one row per trip, columns in docs/FEATURES.md) and the
     event table (``EVENT_COLUMNS``), sorted by trip and start time.
     """
+    return compute_trip_feature_blocks(
+        t_s, lat_deg, lon_deg, offsets, speed_mps=speed_mps, accuracy_m=accuracy_m,
+        speed_limit_mps=speed_limit_mps, time_zone=time_zone, now_s=now_s,
+        prior_driving_s=prior_driving_s, extra_events=extra_events, imu_trips=imu_trips,
+        params=params, parallel=parallel).frames()
+
+
+def compute_trip_feature_blocks(
+    t_s: Any, lat_deg: Any, lon_deg: Any, offsets: Any = None, *,
+    speed_mps: Any = None, accuracy_m: Any = None, speed_limit_mps: Any = None,
+    time_zone: str | Sequence[str] = "UTC", now_s: float | None = None,
+    prior_driving_s: Any = None, extra_events: pd.DataFrame | None = None,
+    imu_trips: Any = None, params: GpsParams = DEFAULT_PARAMS, parallel: bool = False,
+) -> FeatureBlocks:
+    """:func:`compute_trip_features` without the tables: their blocks and the coded
+    events, for callers of one trip (real-time scoring) that read a row as scalars."""
     t, lat, lon, rx, acc, limit, offs = _gps_columns(t_s, lat_deg, lon_deg, speed_mps,
                                                      accuracy_m, speed_limit_mps, offsets)
     n_trips = offs.shape[0] - 1
@@ -801,8 +817,8 @@ def _assemble(
     capacity: IntArray, trip_columns: Callable[[int], tuple[FloatArray, ...]], now: float,
     prior: FloatArray, p: KernelParams, edges: tuple[FloatArray, FloatArray],
     imu: np.ndarray, extra_events: pd.DataFrame | None, params: GpsParams,
-) -> TripFeatures:
-    """The feature and event tables from the batch kernel's output; ``trip_columns(k)``
+) -> FeatureBlocks:
+    """The feature and event blocks from the batch kernel's output; ``trip_columns(k)``
     gives trip k's raw kernel columns to re-run a trip whose events overflowed."""
     n_trips = feat.shape[0]
     n_heat = heat.shape[1]
@@ -847,35 +863,73 @@ def _assemble(
         columns_out[f"{road}_share"] = roads[:, r] / classified
     columns_out.update(_event_columns(ev, n_trips, kinds, feat[:, F_DIST], feat[:, F_MOVING]))
     del columns_out["scored"]
-    counts = ["trip", *_COUNT_COLUMNS, *(c for c in columns_out if c.startswith("n_")
-                                          and c not in _COUNT_COLUMNS)]
+    counts = ("trip", *_COUNT_COLUMNS, *(c for c in columns_out if c.startswith("n_")
+                                          and c not in _COUNT_COLUMNS))
     columns_out["trip"] = np.arange(n_trips)
-    # One block per dtype: building a frame column by column costs milliseconds per call.
-    features = pd.concat([
-        pd.DataFrame(_stack([columns_out[c] for c in counts], n_trips, np.int64),
-                     columns=_column_index(tuple(counts))),
-        pd.DataFrame(_stack([v for c, v in columns_out.items() if c not in counts], n_trips,
-                            np.float64),
-                     columns=_column_index(tuple(c for c in columns_out if c not in counts))),
-        pd.DataFrame(heat, columns=_column_index(tuple(heatmap_columns(params)))),
-        pd.DataFrame((feat[:, F_SCORED] > 0.5)[:, None], columns=_column_index(("scored",))),
-    ], axis=1)
-    events_out = pd.DataFrame({
-        "trip": ev.trip,
-        # Codes come from the kernel and _extra_event_arrays, in range by construction.
-        "kind": pd.Categorical.from_codes(ev.kind, dtype=_categories(tuple(kinds), False),
-                                          validate=False),
-        "severity": pd.Categorical.from_codes(ev.severity, dtype=_categories(SEVERITIES, True),
+    floats = tuple(c for c in columns_out if c not in counts)
+    return FeatureBlocks(
+        counts, _stack([columns_out[c] for c in counts], n_trips, np.int64),
+        floats, _stack([columns_out[c] for c in floats], n_trips, np.float64),
+        tuple(heatmap_columns(params)), heat, feat[:, F_SCORED] > 0.5, ev, tuple(kinds))
+
+
+class FeatureBlocks(NamedTuple):
+    """The feature table as its blocks by dtype (counts, floats, heatmap seconds, scored;
+    one row per trip) and the coded events: what :class:`TripFeatures` is built from, and
+    what a caller of one trip reads without building frames (:meth:`row`)."""
+
+    count_names: tuple[str, ...]
+    counts: IntArray
+    float_names: tuple[str, ...]
+    floats: FloatArray
+    heat_names: tuple[str, ...]
+    heat: FloatArray
+    scored: np.ndarray
+    events: _EventArrays
+    kinds: tuple[str, ...]
+
+    def frames(self) -> TripFeatures:
+        """The feature and event tables (``EVENT_COLUMNS``)."""
+        # One block per dtype: building a frame column by column costs milliseconds.
+        features = pd.concat([
+            pd.DataFrame(self.counts, columns=_column_index(self.count_names)),
+            pd.DataFrame(self.floats, columns=_column_index(self.float_names)),
+            pd.DataFrame(self.heat, columns=_column_index(self.heat_names)),
+            pd.DataFrame(self.scored[:, None], columns=_column_index(("scored",))),
+        ], axis=1)
+        ev = self.events
+        events_out = pd.DataFrame({
+            "trip": ev.trip,
+            # Codes come from the kernel and _extra_event_arrays, in range by construction.
+            "kind": pd.Categorical.from_codes(ev.kind, dtype=_categories(self.kinds, False),
                                               validate=False),
-        "start_t_s": ev.values[:, EV_START_T],
-        "end_t_s": ev.values[:, EV_END_T],
-        "duration_s": ev.values[:, EV_END_T] - ev.values[:, EV_START_T],
-        "peak_value": ev.values[:, EV_PEAK],
-        "speed_mps": ev.values[:, EV_SPEED],
-        "lat_deg": ev.values[:, EV_LAT],
-        "lon_deg": ev.values[:, EV_LON],
-    })
-    return TripFeatures(features, events_out)
+            "severity": pd.Categorical.from_codes(ev.severity,
+                                                  dtype=_categories(SEVERITIES, True),
+                                                  validate=False),
+            **self._event_values(),
+        })
+        return TripFeatures(features, events_out)
+
+    def row(self, k: int) -> dict[str, Any]:
+        """Trip k's features as Python scalars, in the feature table's column order."""
+        out = dict(zip(self.count_names, self.counts[k].tolist(), strict=True))
+        out.update(zip(self.float_names, self.floats[k].tolist(), strict=True))
+        out.update(zip(self.heat_names, self.heat[k].tolist(), strict=True))
+        out["scored"] = bool(self.scored[k])
+        return out
+
+    def event_columns(self) -> dict[str, np.ndarray]:
+        """The event table's columns as arrays, kind and severity as names."""
+        ev = self.events
+        return {"trip": ev.trip, "kind": np.asarray(self.kinds, dtype=object)[ev.kind],
+                "severity": np.asarray(SEVERITIES, dtype=object)[ev.severity],
+                **self._event_values()}
+
+    def _event_values(self) -> dict[str, FloatArray]:
+        v = self.events.values
+        return {"start_t_s": v[:, EV_START_T], "end_t_s": v[:, EV_END_T],
+                "duration_s": v[:, EV_END_T] - v[:, EV_START_T], "peak_value": v[:, EV_PEAK],
+                "speed_mps": v[:, EV_SPEED], "lat_deg": v[:, EV_LAT], "lon_deg": v[:, EV_LON]}
 
 
 class StreamTripFeatures(NamedTuple):
@@ -947,5 +1001,5 @@ def stream_trip_features(
     )
     out = _assemble(feat, heat, events, n_events, capacity,
                     lambda k: tuple(a[rows[start[k]:stop[k]]] for a in columns), now, prior,
-                    p, edges, np.zeros(n_trips, dtype=bool), None, params)
+                    p, edges, np.zeros(n_trips, dtype=bool), None, params).frames()
     return StreamTripFeatures(out.features, out.events, stream)

@@ -218,14 +218,16 @@ def _ramp(
     return np.where(np.isnan(x), missing, r)
 
 
-def _scores(f: pd.DataFrame, p: ModeParams) -> pd.DataFrame:
-    p95 = f["speed_p95_mps"].to_numpy()
-    p99 = f["speed_p99_mps"].to_numpy()
-    acc = f["accel_p95_mps2"].to_numpy()
-    acc99 = f["accel_p99_mps2"].to_numpy()
-    stops_km = f["stops_per_km"].to_numpy()
-    cv = f["dwell_cv"].to_numpy()
-    spacing = f["stop_spacing_km"].to_numpy()
+def _scores(f: FloatArray, p: ModeParams) -> FloatArray:
+    """Each trip's score per mode, columns in ``MODE_NAMES`` order, from the kernel's
+    feature rows ``f[n_trips, FEATURE_NAMES]``."""
+    p95 = f[:, _F_P95]
+    p99 = f[:, _F_P99]
+    acc = f[:, _F_ACC95]
+    acc99 = f[:, _F_ACC99]
+    stops_km = f[:, _F_STOPS_KM]
+    cv = f[:, _F_CV]
+    spacing = f[:, _F_SPACING]
     walk = (
         _ramp(p95, p.walk_p95_below, False)
         + _ramp(p99, p.walk_p99_below, False)
@@ -255,7 +257,7 @@ def _scores(f: pd.DataFrame, p: ModeParams) -> pd.DataFrame:
         + _ramp(acc99, p.car_accel_p99_above, True)
         + irregular_or_sparse
     ) / 3
-    return pd.DataFrame({"car": car, "bus": bus, "train": train, "walking_cycling": walk})
+    return np.column_stack((car, bus, train, walk))
 
 
 def classify_trips(
@@ -291,22 +293,43 @@ def classify_trips(
     inside[starts[(starts > 0) & (starts < n)] - 1] = False
     if (np.diff(t)[inside] < 0.0).any():
         raise ValueError("t_s: must be non-decreasing within each trip")
+    out, values, mode, confidence = _classify(t, v, off, params)
+    return TripModes(
+        mode=mode,
+        confidence=confidence,
+        scored=mode == MODE_CAR,
+        scores=pd.DataFrame(values, columns=list(MODE_NAMES)),
+        features=pd.DataFrame(out, columns=list(FEATURE_NAMES)),
+    )
+
+
+def _classify(
+    t: FloatArray, v: FloatArray, off: IntArray, params: ModeParams
+) -> tuple[FloatArray, FloatArray, IntArray, FloatArray]:
+    """Kernel features, scores, mode and confidence of checked trips (the arrays behind
+    :class:`TripModes`)."""
     out = np.empty((off.shape[0] - 1, len(FEATURE_NAMES)))
     _mode_features(
         t, v, off, params.gap_s, params.accel_span_s, params.stop_speed_mps, params.stop_min_s, out
     )
-    features = pd.DataFrame(out, columns=list(FEATURE_NAMES))
-    scores = _scores(features, params)
-    values = scores.to_numpy()
+    values = _scores(out, params)
     mode = np.argmax(values, axis=1).astype(np.int64)
     total = values.sum(axis=1)
     confidence = np.divide(
         values.max(axis=1, initial=0.0), total, out=np.full(total.shape, np.nan), where=total > 0
     )
-    return TripModes(
-        mode=mode,
-        confidence=confidence,
-        scored=mode == MODE_CAR,
-        scores=scores,
-        features=features,
+    return out, values, mode, confidence
+
+
+def classify_one_trip(
+    t_s: FloatArray, speed_mps: FloatArray, *, params: ModeParams = DEFAULT_MODE_PARAMS
+) -> tuple[int, float]:
+    """Mode code and confidence of one trip, as :func:`classify_trips` finds them, for
+    arrays it has already checked: the sorted times and kinematics' speeds of
+    :func:`telematics.core.clean.clean_gps`'s and :func:`compute_kinematics`'s output
+    (real-time scoring calls it per trip, where building the frames would cost more
+    than the kernel)."""
+    _, _, mode, confidence = _classify(
+        t_s, speed_mps, np.array([0, t_s.shape[0]], dtype=np.int64), params
     )
+    return int(mode[0]), float(confidence[0])

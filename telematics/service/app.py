@@ -133,7 +133,10 @@ async def read_body(request: Request, encoding: str | None) -> bytes:
         if size > MAX_BODY_BYTES:
             raise WireError("body_too_large", "body", f"exceeds {MAX_BODY_BYTES} bytes", 413)
         chunks.append(chunk)
-    return await run_in_threadpool(decode_body, b"".join(chunks), encoding)
+    body = b"".join(chunks)
+    if encoding is None:  # nothing to inflate: not worth a trip to the thread pool
+        return decode_body(body, encoding)
+    return await run_in_threadpool(decode_body, body, encoding)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -368,15 +371,15 @@ def _trip_view(conn: Any, trip: trip_sql.Trip) -> dict[str, Any]:
 
 
 async def _reprice_due(app: FastAPI, settings: Settings) -> None:
-    """Keep provisional premiums current: reprice the policies marked due by scored trips
-    and label changes, a few hundred at a time, as the pricing role (every worker process
-    runs one; they never claim the same)."""
-    from telematics.provisional import reprice_all_due
+    """Keep provisional premiums current: every interval, reprice the policies marked due
+    by scored trips and label changes, a few hundred at a time, as the pricing role (every
+    worker process runs one; they never claim the same)."""
+    from telematics.provisional import reprice_round
 
     def reprice() -> int:
         store: Store = app.state.pricing_store
         with store.connection() as conn:
-            return reprice_all_due(conn)
+            return reprice_round(conn)
 
     while True:
         await asyncio.sleep(settings.provisional_interval_s)

@@ -41,8 +41,11 @@ async def idempotent(request: Request, who: Principal, key: str | None, body: by
     checked = uploads.check_idempotency_key(key)
     limit(request, who)
     fingerprint = uploads.request_fingerprint(request.method, request.url.path, body)
-    work = await run_in_threadpool(work_factory)
     assert who.device_id is not None
-    return await run_in_threadpool(uploads.run_idempotent, store_of(request),
-                                   request.app.state.settings, who.device_id, checked,
-                                   fingerprint, work)
+    device_id = who.device_id
+
+    def run() -> Response:  # parse and write in one trip to the thread pool
+        work = work_factory()
+        return uploads.run_idempotent(store_of(request), request.app.state.settings,
+                                      device_id, checked, fingerprint, work)
+    return await run_in_threadpool(run)

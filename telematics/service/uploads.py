@@ -34,6 +34,7 @@ from telematics.service.settings import Settings
 from telematics.store import access
 from telematics.store import privacy as privacy_sql
 from telematics.store import trips as trip_sql
+from telematics.store.pgcopy import TextCodes
 from telematics.store.repository import GPS, IMU, OBD, SampleTable, Store
 
 Work = Callable[[psycopg.Connection[Any]], tuple[int, dict[str, Any]]]
@@ -63,11 +64,11 @@ def run_idempotent(store: Store, settings: Settings, device_id: str, key: str,
     """
     with store.connection() as conn:
         with conn.transaction():
-            if not access.try_lock_idempotency_key(conn, device_id, key):
+            locked, stored = access.lock_and_find_idempotency_record(conn, device_id, key)
+            if not locked:
                 raise Problem(409, "idempotency_in_progress",
                               "a request with this Idempotency-Key is still running",
                               "Idempotency-Key", headers={"Retry-After": "1"})
-            stored = access.find_idempotency_record(conn, device_id, key)
             if stored is not None:
                 if stored.request_sha256 != fingerprint:
                     raise Problem(422, "idempotency_key_reused",
@@ -98,12 +99,16 @@ def _stream_summary(stream: CleanStream | None, stored: int) -> dict[str, int]:
 
 def _columns(device_id: str, trip_id: str, stream: CleanStream) -> dict[str, Any]:
     n = stream.accepted
+    # The batch is one trip of one device: its key columns are one text each.
+    one = np.zeros(n, dtype=np.int64)
     cols: dict[str, Any] = {
-        "time": stream.t_us, "device_id": np.full(n, device_id, dtype=object),
-        "trip_id": np.full(n, trip_id, dtype=object), "seq": stream.seq,
+        "time": stream.t_us, "device_id": TextCodes(one, (device_id,)),
+        "trip_id": TextCodes(one, (trip_id,)), "seq": stream.seq,
     }
     for name, values in stream.values.items():
-        cols[name] = values if values.dtype == np.bool_ else np.ma.masked_invalid(values)
+        # The stream holds no infinity (refused while parsing): NaN is what is missing.
+        cols[name] = (values if values.dtype == np.bool_
+                      else np.ma.MaskedArray(values, mask=np.isnan(values)))
     return cols
 
 
@@ -115,10 +120,9 @@ def _store_stream(store: Store, conn: psycopg.Connection[Any], table: SampleTabl
 STREAM_CATEGORY = {"gps": "location", "imu": "motion", "obd": "obd"}
 
 
-def require_consent(conn: psycopg.Connection[Any], policy_id: str,
-                    streams: dict[str, CleanStream | None]) -> None:
-    """Refuse a stream whose data category the policyholder has not consented to."""
-    granted = privacy_sql.granted_categories(conn, policy_id)
+def require_consent(granted: set[str], streams: dict[str, CleanStream | None]) -> None:
+    """Refuse a stream whose data category the policyholder has not consented to (for any
+    purpose: ``granted``, as ``privacy_sql.granted_categories`` gives it)."""
     for name, stream in streams.items():
         if stream is not None and stream.received and STREAM_CATEGORY[name] not in granted:
             category = STREAM_CATEGORY[name]
@@ -164,11 +168,12 @@ def trip_batch_work(store: Store, settings: Settings, who: Principal, trip_id: s
     device_id, policy_id = who.device_id, who.policy_id
 
     def work(conn: psycopg.Connection[Any]) -> tuple[int, dict[str, Any]]:
-        existing = trip_sql.get_trip(conn, device_id, trip_id, for_update=True)
+        existing, granted = trip_sql.lock_trip_with_consents(conn, device_id, trip_id,
+                                                             policy_id)
         if existing is not None and existing.policy_id != policy_id:
             raise Problem(409, "trip_conflict", "this trip id belongs to another policy",
                           "trip_id")
-        require_consent(conn, policy_id, {"gps": gps, "imu": imu})
+        require_consent(granted, {"gps": gps, "imu": imu})
         stored_gps = _store_stream(store, conn, GPS, _columns(device_id, trip_id, gps)) if gps else 0
         stored_imu = _store_stream(store, conn, IMU, _columns(device_id, trip_id, imu)) if imu else 0
         times = [s.t_us for s in (gps, imu) if s is not None and s.accepted]
@@ -183,7 +188,7 @@ def trip_batch_work(store: Store, settings: Settings, who: Principal, trip_id: s
             "rejected": [r.as_dict() for s in (gps, imu) if s is not None for r in s.rejected],
         }
         if final or trip.status == "closed":
-            result["trip"] = score_trip(conn, device_id, trip_id)
+            result["trip"] = score_trip(conn, device_id, trip_id, trip=trip)
             mark_due(conn, policy_id)
         else:
             result["trip"] = {"status": trip.status}
@@ -230,7 +235,7 @@ def obd_feed_work(store: Store, who: Principal, feed_id: str, obd: CleanStream) 
     device_id, policy_id = who.device_id, who.policy_id
 
     def work(conn: psycopg.Connection[Any]) -> tuple[int, dict[str, Any]]:
-        require_consent(conn, policy_id, {"obd": obd})
+        require_consent(privacy_sql.granted_categories(conn, policy_id), {"obd": obd})
         cols = _columns(device_id, feed_id, obd)
         values = obd.values
         if "speed_kmh" in values:

@@ -60,20 +60,23 @@ class StoredResponse:
     body: bytes
 
 
-def try_lock_idempotency_key(conn: psycopg.Connection[Any], device_id: str, key: str) -> bool:
-    """Take the transaction-scoped lock of (device, key); False while another request holds it."""
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))",
-                       (device_id, key)).fetchone()
-    return bool(row and row[0])
-
-
-def find_idempotency_record(conn: psycopg.Connection[Any], device_id: str,
-                            key: str) -> StoredResponse | None:
-    row = conn.execute(
-        "SELECT request_sha256, response_status, response_body FROM idempotency_keys"
-        " WHERE device_id = %s AND idempotency_key = %s AND expires_at > now()",
-        (device_id, key)).fetchone()
-    return StoredResponse(bytes(row[0]), int(row[1]), bytes(row[2])) if row else None
+def lock_and_find_idempotency_record(conn: psycopg.Connection[Any], device_id: str, key: str
+                                     ) -> tuple[bool, StoredResponse | None]:
+    """Try to take the transaction-scoped lock of (device, key) (False while another
+    request holds it) and look up the stored response, in one round trip: the lookup runs
+    after the lock is taken, in a snapshot of its own, so it sees a record that the
+    request which held the lock before has committed."""
+    with conn.pipeline():
+        lock = conn.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))",
+                            (device_id, key))
+        found = conn.execute(
+            "SELECT request_sha256, response_status, response_body FROM idempotency_keys"
+            " WHERE device_id = %s AND idempotency_key = %s AND expires_at > now()",
+            (device_id, key))
+    locked = lock.fetchone()
+    row = found.fetchone()
+    return (bool(locked and locked[0]),
+            StoredResponse(bytes(row[0]), int(row[1]), bytes(row[2])) if row else None)
 
 
 def save_idempotency_record(conn: psycopg.Connection[Any], device_id: str, key: str,

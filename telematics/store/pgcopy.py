@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from telematics.core.jit import cached_njit
 
@@ -31,6 +35,39 @@ class TextCodes:
 
     codes: np.ndarray
     texts: tuple[str, ...]
+
+
+_FLOAT8_OID = 701
+_FLOAT8_ARRAY_OID = 1022
+_ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">f8")])
+
+
+@dataclass(frozen=True)
+class Float8Array:
+    """A float64 array to send as a ``double precision[]`` parameter (with ``%b``), in
+    the array's binary form built by numpy: no Python work per element."""
+
+    values: np.ndarray
+
+    def binary(self) -> bytes:
+        n = self.values.shape[0]
+        if n == 0:
+            return struct.pack(">iiI", 0, 0, _FLOAT8_OID)
+        elements = np.empty(n, dtype=_ARRAY_ELEMENT)
+        elements["length"] = 8
+        elements["value"] = self.values
+        return struct.pack(">iiIii", 1, 0, _FLOAT8_OID, n, 1) + elements.tobytes()
+
+
+class _Float8ArrayDumper(Dumper):
+    format = Format.BINARY
+    oid = _FLOAT8_ARRAY_OID
+
+    def dump(self, obj: Float8Array) -> bytes:
+        return obj.binary()
+
+
+psycopg.adapters.register_dumper(Float8Array, _Float8ArrayDumper)
 
 
 def factorize_text(values: object) -> TextCodes:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from telematics.privacy import ZoneOffset
+from telematics.store.pgcopy import Float8Array
 
 CATEGORIES = ("location", "motion", "phone_use", "obd")
 PURPOSES = ("pricing", "coaching", "claims")
@@ -32,11 +34,23 @@ def record_consent(conn: psycopg.Connection[Any], policy_id: str, category: str,
 def current_consents(conn: psycopg.Connection[Any], policy_id: str) -> dict[tuple[str, str],
                                                                            dict[str, Any]]:
     """The latest decision per (category, purpose); absent means never granted."""
-    rows = conn.execute(
-        "SELECT DISTINCT ON (category, purpose) category, purpose, granted, text_version, at"
-        " FROM consents WHERE policy_id = %s ORDER BY category, purpose, at DESC, consent_id DESC",
-        (policy_id,)).fetchall()
+    rows = conn.execute(CURRENT_CONSENTS, (policy_id,)).fetchall()
+    return consents_of(rows)
+
+
+CURRENT_CONSENTS = (
+    "SELECT DISTINCT ON (category, purpose) category, purpose, granted, text_version, at"
+    " FROM consents WHERE policy_id = %s ORDER BY category, purpose, at DESC, consent_id DESC")
+
+
+def consents_of(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """`current_consents` from the rows of `CURRENT_CONSENTS`."""
     return {(r[0], r[1]): {"granted": r[2], "text_version": r[3], "at": r[4]} for r in rows}
+
+
+def granted_of(consents: dict[tuple[str, str], dict[str, Any]]) -> set[str]:
+    """`granted_categories` for any purpose, from `current_consents`."""
+    return {cat for (cat, _), c in consents.items() if c["granted"]}
 
 
 def granted_categories(conn: psycopg.Connection[Any], policy_id: str,
@@ -56,8 +70,47 @@ def scoring_categories(conn: psycopg.Connection[Any], policy_id: str) -> set[str
     """The categories a trip of the policy may be scored from now: location consented for
     any purpose, motion and phone use only for pricing."""
     consents = current_consents(conn, policy_id)
-    return {cat for (cat, pur), c in consents.items()
-            if c["granted"] and (cat not in PRICED_CATEGORIES or pur == "pricing")}
+    return _scoring_of((cat, pur) for (cat, pur), c in consents.items() if c["granted"])
+
+
+def _scoring_of(granted: Iterable[tuple[str, str]]) -> set[str]:
+    """`scoring_categories` from the granted (category, purpose) decisions."""
+    return {cat for cat, pur in granted if cat not in PRICED_CATEGORIES or pur == "pricing"}
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    """What scoring a trip reads besides its samples: the policy's time zone, the
+    categories it may be scored from (`scoring_categories`), its privacy-zone offset and
+    the trip's zone radii (None where not drawn yet)."""
+
+    time_zone: str
+    categories: set[str]
+    offset: ZoneOffset | None
+    radii_m: tuple[float, float] | None
+
+
+def scoring_context(conn: psycopg.Connection[Any], policy_id: str, device_id: str,
+                    trip_id: str) -> ScoringContext:
+    """The `ScoringContext` of a trip, in one round trip (the consents as in
+    `current_consents`; a policy without a row scores in UTC, as `policy_time_zone`)."""
+    row = conn.execute(
+        "SELECT (SELECT time_zone FROM policies WHERE policy_id = %(p)s),"
+        " ARRAY(SELECT ARRAY[category, purpose] FROM (SELECT DISTINCT ON (category, purpose)"
+        "   category, purpose, granted FROM consents WHERE policy_id = %(p)s"
+        "   ORDER BY category, purpose, at DESC, consent_id DESC) c WHERE granted),"
+        " (SELECT ARRAY[offset_east_m, offset_north_m] FROM privacy_keys"
+        "   WHERE policy_id = %(p)s),"
+        " (SELECT ARRAY[zone_start_m, zone_end_m] FROM trip_paths"
+        "   WHERE device_id = %(d)s AND trip_id = %(t)s)",
+        {"p": policy_id, "d": device_id, "t": trip_id}).fetchone()
+    assert row is not None
+    time_zone, granted, offset, radii = row
+    return ScoringContext(
+        "UTC" if time_zone is None else str(time_zone),
+        _scoring_of((str(c), str(p)) for c, p in granted),
+        None if offset is None else ZoneOffset(float(offset[0]), float(offset[1])),
+        None if radii is None else (float(radii[0]), float(radii[1])))
 
 
 # --- separation: what the pricing side never reads ------------------------------------------
@@ -133,16 +186,17 @@ def replace_trip_path(conn: psycopg.Connection[Any], *, device_id: str, trip_id:
                       policy_id: str, t_s: np.ndarray, lat_deg: np.ndarray,
                       lon_deg: np.ndarray, speed_mps: np.ndarray,
                       radii_m: tuple[float, float]) -> None:
-    # The arrays go in binary (%b): psycopg's text dump of a float list checks every
-    # element for quoting, 5x slower for a trip's path.
+    # The arrays go in binary, encoded by numpy (`Float8Array`): a float list's dump
+    # costs Python work per element, more than the rest of the write.
     conn.execute(
         "INSERT INTO trip_paths (device_id, trip_id, policy_id, t_s, lat_deg, lon_deg,"
         " speed_mps, zone_start_m, zone_end_m) VALUES (%s, %s, %s, %b, %b, %b, %b, %s, %s)"
         " ON CONFLICT (device_id, trip_id) DO UPDATE SET t_s = EXCLUDED.t_s,"
         " lat_deg = EXCLUDED.lat_deg, lon_deg = EXCLUDED.lon_deg,"
         " speed_mps = EXCLUDED.speed_mps",
-        (device_id, trip_id, policy_id, t_s.tolist(), lat_deg.tolist(), lon_deg.tolist(),
-         np.where(np.isfinite(speed_mps), speed_mps, 0.0).tolist(), radii_m[0], radii_m[1]))
+        (device_id, trip_id, policy_id, Float8Array(t_s), Float8Array(lat_deg),
+         Float8Array(lon_deg), Float8Array(np.where(np.isfinite(speed_mps), speed_mps, 0.0)),
+         radii_m[0], radii_m[1]))
 
 
 def drop_expired_raw_chunks(conn: psycopg.Connection[Any], older_than: datetime) -> dict[str, int]:

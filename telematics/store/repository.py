@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,11 +150,17 @@ def _prepare(table: SampleTable, columns: Mapping[str, Any]) -> tuple[list[CopyC
 
 
 def _text(col: Column, raw: Any) -> TextCodes:
-    """A key column dictionary-encoded; checked on its distinct values, not row by row."""
-    values = np.asarray(raw, dtype=object)
-    if values.ndim != 1:
-        raise BatchError(col.name, "must be an array, one value per row")
-    coded = factorize_text(values)
+    """A key column dictionary-encoded (unless given so); checked on its distinct values,
+    not row by row."""
+    if isinstance(raw, TextCodes):
+        coded = raw
+        if coded.codes.ndim != 1 or (coded.codes >= len(coded.texts)).any():
+            raise BatchError(col.name, "codes must index the texts, one code per row")
+    else:
+        values = np.asarray(raw, dtype=object)
+        if values.ndim != 1:
+            raise BatchError(col.name, "must be an array, one value per row")
+        coded = factorize_text(values)
     if (coded.codes < 0).any() or "" in coded.texts:
         raise BatchError(col.name, "has empty values")
     return coded
@@ -249,6 +256,18 @@ class Store:
         with self.pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def autocommit_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pool connection in autocommit mode, for reads of one statement each (no
+        transaction to begin and end around them); back in the pool it is as any other."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
     # --- writes -------------------------------------------------------------------------
 
     def insert_samples(self, table: SampleTable, columns: Mapping[str, Any],
@@ -332,29 +351,61 @@ def warm_up_encoder() -> None:
 
 
 def read_samples(conn: psycopg.Connection[Any], table: SampleTable, device_id: str,
-                 trip_id: str) -> dict[str, np.ndarray]:
+                 trip_id: str, columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """One trip's samples in time order as numpy columns; `time` as int64 Unix microseconds
-    (`t_us`) and missing values as NaN."""
-    names = [c.name for c in table.columns if c.name not in ("device_id", "trip_id")]
-    select = ", ".join(
-        "(extract(epoch FROM time) * 1000000)::bigint" if n == "time" else n for n in names
-    )
-    rows = conn.execute(
-        f"SELECT {select} FROM {table.name} WHERE device_id = %s AND trip_id = %s"
-        " ORDER BY time, seq", (device_id, trip_id)).fetchall()
+    (`t_us`) and missing values as NaN (False for a boolean). ``columns`` (default: all)
+    names the value columns to read besides `time` and `seq`."""
+    names = [c.name for c in table.columns if c.name not in ("device_id", "trip_id")
+             and (columns is None or c.name in ("time", "seq") or c.name in columns)]
+    row = conn.execute(_read_sql(table, tuple(names)), (device_id, trip_id),
+                       binary=True).fetchone()
+    if row is None or row[0] is None:
+        return {("t_us" if n == "time" else n): np.zeros(0, dtype=_READ_DTYPES[_kind(table, n)])
+                for n in names}
+    raw = {n: np.frombuffer(b, dtype=_WIRE_DTYPES[_kind(table, n)]) for n, b in zip(names, row,
+                                                                                 strict=True)}
+    # The server aggregates in scan order: sort by time, then sequence number ((time, seq)
+    # is unique within a trip), as an ORDER BY time, seq would.
+    order = np.lexsort((raw["seq"], raw["time"]))
     out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(names):
-        kind = next(c.kind for c in table.columns if c.name == name)
-        col = [r[i] for r in rows]
+    for name in names:
+        values = raw[name].astype(_READ_DTYPES[_kind(table, name)])[order]
         if name == "time":
-            out["t_us"] = np.array(col, dtype=np.int64)
-        elif kind == KIND_INT8:
-            out[name] = np.array(col, dtype=np.int64)
-        elif kind == KIND_BOOL:
-            out[name] = np.array([bool(v) for v in col], dtype=np.bool_)
+            out["t_us"] = values + PG_EPOCH_US
         else:
-            out[name] = np.array(col, dtype=np.float64)  # None becomes NaN
+            out[name] = values
     return out
+
+
+_WIRE_DTYPES = {KIND_INT8: ">i8", KIND_FLOAT8: ">f8", KIND_BOOL: "?"}
+_READ_DTYPES: dict[int, Any] = {KIND_INT8: np.int64, KIND_FLOAT8: np.float64,
+                                KIND_BOOL: np.bool_}
+
+
+def _kind(table: SampleTable, name: str) -> int:
+    return next(c.kind for c in table.columns if c.name == name)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_sql(table: SampleTable, names: tuple[str, ...]) -> str:
+    """One row of the trip's columns ``names``, each aggregated into one bytea of the
+    type's binary send form (big-endian): numpy decodes it, instead of Python work per
+    sample."""
+    parts = []
+    for c in table.columns:
+        if c.name not in names:
+            continue
+        if c.name == "time":
+            value = "timestamptz_send(time)"
+        elif c.kind == KIND_INT8:
+            value = f"int8send({c.name})"
+        elif c.kind == KIND_BOOL:
+            value = f"boolsend(coalesce({c.name}, false))"
+        else:
+            value = f"float8send(coalesce({c.name}, 'NaN'))"
+        parts.append(f"string_agg({value}, ''::bytea)")
+    return (f"SELECT {', '.join(parts)} FROM {table.name}"
+            " WHERE device_id = %s AND trip_id = %s")
 
 
 def copy_dedup(conn: psycopg.Connection[Any], table: SampleTable, names: str,

@@ -10,6 +10,8 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from telematics.store import privacy as privacy_sql
+
 SCORED_STATUSES = ("scored", "unscored")
 
 # The condition (on `trips t`) for a trip that counts against the driver: not labelled
@@ -92,6 +94,18 @@ def get_trip(conn: psycopg.Connection[Any], device_id: str, trip_id: str,
         return cur.execute(
             f"SELECT {TRIP_COLUMNS} FROM trips WHERE device_id = %s AND trip_id = %s"
             + (" FOR UPDATE" if for_update else ""), (device_id, trip_id)).fetchone()
+
+
+def lock_trip_with_consents(conn: psycopg.Connection[Any], device_id: str, trip_id: str,
+                            policy_id: str) -> tuple[Trip | None, set[str]]:
+    """The trip's row locked (``get_trip(for_update=True)``) and the categories the policy
+    has consent for, for any purpose (``granted_categories``), in one round trip."""
+    with conn.pipeline():
+        trip = conn.cursor(row_factory=class_row(Trip)).execute(
+            f"SELECT {TRIP_COLUMNS} FROM trips WHERE device_id = %s AND trip_id = %s"
+            " FOR UPDATE", (device_id, trip_id))
+        consents = conn.execute(privacy_sql.CURRENT_CONSENTS, (policy_id,))
+    return trip.fetchone(), privacy_sql.granted_of(privacy_sql.consents_of(consents.fetchall()))
 
 
 def get_trip_summary(conn: psycopg.Connection[Any], device_id: str, trip_id: str,
