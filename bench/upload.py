@@ -1,6 +1,7 @@
 """Upload throughput and latency through the real service, against `psql \\copy`.
 
-Starts `ubi serve` on loopback over a fresh database, posts 20-minute trips (1 Hz GPS and
+Starts `ubi serve` on loopback over a fresh database with one worker process per core (as
+the demo runs it), posts 20-minute trips (1 Hz GPS and
 25 Hz IMU, pre-encoded columnar JSON) from 8 concurrent clients, then measures one client's
 upload and close latency, and finally `psql \\copy` of the same rows from CSV into
 identical hypertables, in the same run. Last line: a JSON object with `samples_per_s`,
@@ -91,7 +92,7 @@ def main() -> None:
             token = create_staff_token(conn, "bench", ["admin"])
         env = {"UBI_DATABASE_URL": url, "UBI_RATE_PER_S": "100000",
                "UBI_RATE_BURST": "100000", "UBI_POOL_MAX_SIZE": "16"}
-        with ServerProcess(env) as server:
+        with ServerProcess(env, workers=os.cpu_count() or 1) as server:
             base = server.url
             admin = {"Authorization": f"Bearer {token}"}
             keys = []
