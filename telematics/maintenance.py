@@ -67,6 +67,8 @@ def _maintain(conn: psycopg.Connection[Any], now: datetime, retention: Retention
     with conn.transaction():
         report["raw_chunks_dropped"] = privacy_sql.drop_expired_raw_chunks(conn, raw_cutoff)
     with conn.transaction():
+        report["trip_paths_deleted"] = privacy_sql.delete_expired_paths(conn, raw_cutoff)
+    with conn.transaction():
         report["idempotency_records_deleted"] = privacy_sql.delete_expired_idempotency(
             conn, now)
     legal_cutoff = (now - timedelta(days=365 * retention.legal_years_after_end)).date()

@@ -209,6 +209,16 @@ def drop_expired_raw_chunks(conn: psycopg.Connection[Any], older_than: datetime)
     return dropped
 
 
+def delete_expired_paths(conn: psycopg.Connection[Any], older_than: datetime) -> int:
+    """Delete the privacy-trimmed paths of trips that ended before `older_than`: shown
+    positions are kept as long as the raw samples they came from, no longer (a trip's
+    features and events stay)."""
+    cur = conn.execute(
+        "DELETE FROM trip_paths p USING trips t WHERE t.device_id = p.device_id"
+        " AND t.trip_id = p.trip_id AND coalesce(t.ended_at, t.started_at) < %s", (older_than,))
+    return cur.rowcount
+
+
 def delete_expired_idempotency(conn: psycopg.Connection[Any], now: datetime) -> int:
     cur = conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= %s", (now,))
     return cur.rowcount

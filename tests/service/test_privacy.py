@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import httpx
 import numpy as np
@@ -19,8 +22,17 @@ from telematics.service.settings import Settings
 from telematics.store import privacy as privacy_sql
 from telematics.store.provision import as_pricing_role
 from telematics.store.repository import GPS, Store
-from tests.service.conftest import CATEGORIES, DeviceCreds, Tokens, grant, idem, register
+from tests.service.conftest import (
+    CATEGORIES,
+    RATED,
+    DeviceCreds,
+    Tokens,
+    grant,
+    idem,
+    register,
+)
 from tests.service.payloads import batches, drive
+from tests.workbench.premiums import portfolio, write_premiums
 
 pytestmark = pytest.mark.db
 
@@ -158,8 +170,16 @@ def test_retention_drops_old_raw_chunks_and_keeps_features(db_url: str) -> None:
                 "trip_id": np.full(n, trip, dtype=object), "seq": np.arange(n),
                 "lat_deg": np.full(n, 52.0), "lon_deg": np.linspace(4.0, 4.01, n)})
         with store.connection() as conn:
-            conn.execute("INSERT INTO trips (device_id, trip_id, policy_id) VALUES (%s, 'old', %s)",
-                         (device, policy))
+            for age_days, trip in ((120, "old"), (10, "recent")):
+                conn.execute(
+                    "INSERT INTO trips (device_id, trip_id, policy_id, started_at, ended_at)"
+                    " VALUES (%s, %s, %s, now() - make_interval(days => %s),"
+                    " now() - make_interval(days => %s))", (device, trip, policy, age_days,
+                                                              age_days))
+                conn.execute(
+                    "INSERT INTO trip_paths (device_id, trip_id, policy_id, t_s, lat_deg, lon_deg,"
+                    " speed_mps, zone_start_m, zone_end_m) VALUES (%s, %s, %s, '{1}', '{52}',"
+                    " '{4}', '{10}', 500, 500)", (device, trip, policy))
             conn.execute(
                 "INSERT INTO trip_features (device_id, trip_id, policy_id, started_at, ended_at,"
                 " scored, distance_m, duration_s, features, code_version) VALUES"
@@ -174,9 +194,16 @@ def test_retention_drops_old_raw_chunks_and_keeps_features(db_url: str) -> None:
         assert row is not None
         return int(row[0])
 
+    def path(trip: str) -> bool:
+        with psycopg.connect(db_url) as conn:
+            return conn.execute("SELECT 1 FROM trip_paths WHERE device_id = %s AND trip_id = %s",
+                                (device, trip)).fetchone() is not None
+
     report = run_maintenance(db_url, now=now)
     assert report["raw_chunks_dropped"]["gps_samples"] >= 1
     assert (raw("old"), raw("recent")) == (0, 60)
+    # Shown positions go with the raw samples they came from.
+    assert report["trip_paths_deleted"] >= 1 and (path("old"), path("recent")) == (False, True)
     run_maintenance(db_url, now=now + timedelta(days=81))  # the clock moves on
     assert raw("recent") == 0
     with psycopg.connect(db_url) as conn:
@@ -319,3 +346,143 @@ def test_review_request_round_trip(client: httpx.Client, tokens: Tokens) -> None
     again = client.post(f"/v1/review/requests/{review_id}/decision",
                         json={"decision": "rejected", "note": "changed my mind"}, headers=uw)
     assert again.status_code == 404
+
+
+def test_a_review_names_only_its_own_policys_premium_and_trip(client: httpx.Client,
+                                                              tokens: Tokens,
+                                                              db_url: str) -> None:
+    dev, other = register(client, tokens), register(client, tokens)
+    for creds, trip_id in ((dev, "rq-own"), (other, "rq-other")):
+        body = batches(creds.device_id, trip_id, drive(30), 1, final=False)[0]
+        r = client.post(f"/v1/trips/{trip_id}/batches", json=body,
+                        headers={**creds.headers, **idem()})
+        assert r.status_code == 200, r.text
+    with psycopg.connect(db_url) as conn:
+        theirs = write_premiums(conn, portfolio([other.policy_id], seed=3),
+                                (date(2026, 10, 1), date(2026, 11, 1)))[other.policy_id]
+        mine = write_premiums(conn, portfolio([dev.policy_id], seed=3),
+                              (date(2026, 10, 1), date(2026, 11, 1)))[dev.policy_id]
+    bad = {"premium_id": [theirs, 2**62], "trip_id": ["rq-other", "no-such-trip"]}
+    for field, values in bad.items():
+        for value in values:
+            r = client.post(f"/v1/policies/{dev.policy_id}/reviews",
+                            json={"kind": "premium", "reason": "x", field: value},
+                            headers={**dev.headers, **idem()})
+            assert r.status_code == 422, (field, value, r.text)
+            assert r.json()["field"] == field and r.json()["code"] == "invalid_reference"
+    r = client.post(f"/v1/policies/{dev.policy_id}/reviews",
+                    json={"kind": "event", "reason": "x", "premium_id": mine,
+                          "trip_id": "rq-own"}, headers={**dev.headers, **idem()})
+    assert r.status_code == 200, r.text
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT premium_id, device_id, trip_id FROM review_requests"
+                              " WHERE policy_id = %s", (dev.policy_id,)).fetchall()
+    assert stored == [(mine, dev.device_id, "rq-own")]
+
+
+def wait_until_repriced(db_url: str, policy_id: str, timeout_s: float = 20.0) -> None:
+    """Until no provisional repricing of the policy is pending (the repricer's claim and
+    its premium commit together)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with psycopg.connect(db_url) as conn:
+            if conn.execute("SELECT 1 FROM provisional_due WHERE policy_id = %s",
+                            (policy_id,)).fetchone() is None:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"policy {policy_id} still waits for its provisional premium")
+
+
+def months_around(day: date) -> tuple[tuple[date, date], tuple[date, date]]:
+    """The month of `day` and the month before it."""
+    this = day.replace(day=1)
+    after = (this.replace(year=this.year + 1, month=1) if this.month == 12
+             else this.replace(month=this.month + 1))
+    before = (this.replace(year=this.year - 1, month=12) if this.month == 1
+              else this.replace(month=this.month - 1))
+    return (before, this), (this, after)
+
+
+def test_the_review_queue_carries_the_breakdown_and_the_evidence(
+        client: httpx.Client, tokens: Tokens, db_url: str) -> None:
+    dev = register(client, tokens, rating_factors=RATED)
+    now_us = time.time_ns() // 1000
+    for trip_id, start_us in (("rq-1", now_us - 4_500_000_000), ("rq-2", now_us - 9_000_000_000)):
+        for body in batches(dev.device_id, trip_id, drive(900, start_us=start_us), 2):
+            r = client.post(f"/v1/trips/{trip_id}/batches", json=body,
+                            headers={**dev.headers, **idem()})
+            assert r.status_code == 200, r.text
+    r = client.post("/v1/trips/rq-2/label", json={"label": "passenger", "reason": "not me"},
+                    headers={**dev.headers, **idem()})
+    assert r.status_code == 200, r.text
+    zone = ZoneInfo("Europe/Amsterdam")
+    with psycopg.connect(db_url) as conn:
+        trips = conn.execute("SELECT trip_id, started_at FROM trips WHERE policy_id = %s",
+                             (dev.policy_id,)).fetchall()
+        first = min(s for _, s in trips).astimezone(zone).date()
+        previous, current = months_around(first)
+        earlier_id = write_premiums(conn, portfolio([dev.policy_id], seed=4),
+                                    previous)[dev.policy_id]
+        write_premiums(conn, portfolio([dev.policy_id], seed=5), current)
+    wait_until_repriced(db_url, dev.policy_id)
+    asks = {"trip": {"kind": "event", "trip_id": "rq-1", "reason": "that braking was a cat"},
+            "latest": {"kind": "premium", "reason": "why did it go up?"},
+            "named": {"kind": "premium", "premium_id": earlier_id, "reason": "and this one?"}}
+    review_ids = {}
+    for name, body in asks.items():
+        r = client.post(f"/v1/policies/{dev.policy_id}/reviews", json=body,
+                        headers={**dev.headers, **idem()})
+        assert r.status_code == 200, r.text
+        review_ids[name] = r.json()["review_id"]
+    uw = {"Authorization": f"Bearer {tokens.underwriter}"}
+    r = client.get("/v1/review/queue", headers=uw)
+    assert r.status_code == 200, r.text
+    queue = {q["review_id"]: q for q in r.json()["reviews"]}
+    entries = {name: queue[review_id] for name, review_id in review_ids.items()}
+    with psycopg.connect(db_url) as conn:
+        latest_id, latest_doc, latest_start, latest_end = conn.execute(
+            "SELECT premium_id, breakdown, period_start, period_end FROM premiums"
+            " WHERE policy_id = %s ORDER BY updated_at DESC, premium_id DESC LIMIT 1",
+            (dev.policy_id,)).fetchone()
+        features = conn.execute("SELECT distance_m, features FROM trip_features"
+                                " WHERE device_id = %s AND trip_id = 'rq-1'",
+                                (dev.device_id,)).fetchone()
+        events = conn.execute("SELECT event_no, kind FROM events WHERE device_id = %s"
+                              " AND trip_id = 'rq-1' ORDER BY event_no",
+                              (dev.device_id,)).fetchall()
+    # The breakdown in money: the premium contested, else the latest, line by line.
+    for name in ("trip", "latest"):
+        premium = entries[name]["premium"]
+        assert premium["premium_id"] == latest_id and premium["named"] is False
+        assert premium["premium_cents"] == latest_doc["premium_cents"]
+        assert [line["amount_cents"] for line in premium["lines"]] == [
+            line["amount_cents"] for line in latest_doc["lines"]]
+        assert sum(Decimal(line["amount"]) for line in premium["lines"]) == Decimal(
+            premium["amount"])
+        assert premium["previous"]["premium_id"] == earlier_id
+        assert Decimal(premium["change"]) == Decimal(premium["amount"]) - Decimal(
+            premium["previous"]["amount"])
+    named = entries["named"]["premium"]
+    assert named["premium_id"] == earlier_id and named["named"] is True
+    assert named["period_start"] == previous[0].isoformat() and named["previous"] is None
+    # The evidence: the named trip's features and events ...
+    evidence = entries["trip"]["evidence"]
+    assert evidence["scope"] == "trip" and evidence["trip"]["device_id"] == dev.device_id
+    assert evidence["trip"]["features"] == features[1]
+    assert evidence["trip"]["distance_km"] == pytest.approx(features[0] / 1000, abs=1e-3)
+    assert [(e["event_no"], e["kind"]) for e in evidence["events"]] == events and events
+    # ... else the trips of the premium's period, the relabelled one not counted.
+    def in_period(start: date, end: date) -> set[str]:
+        return {t for t, s in trips if start <= s.astimezone(zone).date() < end}
+
+    evidence = entries["latest"]["evidence"]
+    assert evidence["scope"] == "period"
+    assert (evidence["since"], evidence["until"]) == (latest_start.isoformat(),
+                                                      latest_end.isoformat())
+    assert {t["trip_id"] for t in evidence["trips"]} == in_period(latest_start, latest_end)
+    counted = {t["trip_id"]: t["counted"] for t in evidence["trips"]}
+    assert counted.get("rq-2") in (None, False) and counted.get("rq-1") in (None, True)
+    if "rq-1" in counted:
+        assert evidence["totals"]["km"] == pytest.approx(features[0] / 1000, abs=1e-3)
+        assert evidence["totals"]["events"] == dict(Counter(k for _, k in events))
+    assert {t["trip_id"] for t in entries["named"]["evidence"]["trips"]} == in_period(*previous)
