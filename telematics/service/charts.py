@@ -27,6 +27,8 @@ FloatArray = npt.NDArray[np.float64]
 CACHE_ENTRIES = 256
 EARTH_RADIUS_M = 6_371_008.8
 MAX_ROUTE_POINTS = 5_000
+ROUTE_STEP_M = 10.0  # spacing of the route's drawn positions
+ROUTE_GAP_M = 200.0  # a longer stretch without positions is drawn as a straight chord
 RISE = "#c0392b"
 FALL = "#2e8b57"
 NEUTRAL = "#4a6fa5"
@@ -186,29 +188,78 @@ class SpanMark:
     kind: str
 
 
-def speed_chart(t_min: FloatArray, speed_kmh: FloatArray, events: Sequence[SpanMark]) -> str:
-    """Speed over the trip's visible part with each event shaded at its time."""
-    t = np.asarray(t_min, dtype=np.float64)
+def speed_chart(minute: npt.NDArray[np.int64], speed_kmh: FloatArray,
+                events: Sequence[SpanMark]) -> str:
+    """The trip's coarse speed profile, one bar per minute, with each event shaded at its
+    time. It takes a value per minute by design: a full-resolution trace drawn here would
+    let the route be timed and a speed read at any place."""
+    m = np.asarray(minute, dtype=np.int64)
     v = np.asarray(speed_kmh, dtype=np.float64)
-    title = "Speed and events"
+    title = "Speed by minute and events"
 
     def draw(figure: Figure) -> None:
         ax = figure.add_subplot()
-        ax.plot(t, v, color=NEUTRAL, linewidth=1)
+        bars = ax.bar(m, v, width=1.0, align="edge", color=NEUTRAL, alpha=0.75)
+        for i, bar in zip(m.tolist(), bars, strict=True):
+            bar.set_gid(f"speed-minute-{i}")
         seen: set[str] = set()
         for mark in events:
             colour = EVENT_COLOURS.get(mark.kind, "#999999")
             ax.axvspan(mark.start_min, max(mark.end_min, mark.start_min + 0.05), color=colour,
-                       alpha=0.35, label=None if mark.kind in seen else mark.kind)
+                       alpha=0.45, label=None if mark.kind in seen else mark.kind)
             seen.add(mark.kind)
         if seen:
             ax.legend(frameon=False, loc="best", fontsize=7)
         ax.set_xlabel("minutes since the trip started")
-        ax.set_ylabel("km/h")
+        ax.set_ylabel("median km/h in the minute")
         ax.set_ylim(bottom=0)
         ax.set_title(title)
     marks = tuple((m.start_min, m.end_min, m.kind) for m in events)
-    return _cached("speed", (t, v, marks), lambda: _render(title, draw, (12.0, 2.8)))
+    return _cached("speed", (m, v, marks), lambda: _render(title, draw, (12.0, 2.8)))
+
+
+def evidence_trace(t_s: FloatArray, speed_kmh: FloatArray, duration_s: float, kind: str,
+                   width: float = 260.0, height: float = 84.0) -> str:
+    """An event's evidence: its speed second by second from a few seconds before to a few
+    after (`t_s` relative to the event's start), the event's own span shaded."""
+    t = np.asarray(t_s, dtype=np.float64)
+    v = np.asarray(speed_kmh, dtype=np.float64)
+    head = (f'<svg class="evidence" role="img" aria-label="speed around the event"'
+            f' xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:g} {height:g}">')
+    if t.size < 2:
+        return (head + f'<text x="{width / 2:g}" y="{height / 2:g}" text-anchor="middle"'
+                ' font-size="11">no visible positions around the event</text></svg>')
+    left, right, top, bottom = 50.0, 8.0, 8.0, 18.0
+    t_lo, t_hi = float(t.min()), float(max(t.max(), t.min() + 1.0))
+    v_hi = max(10.0, float(np.ceil(np.nanmax(v) / 10.0) * 10.0))
+
+    def x_of(seconds: FloatArray | float) -> FloatArray:
+        return np.round(left + (np.asarray(seconds) - t_lo) / (t_hi - t_lo)
+                        * (width - left - right), 1)
+
+    def y_of(kmh: FloatArray | float) -> FloatArray:
+        return np.round(top + (1.0 - np.asarray(kmh) / v_hi) * (height - top - bottom), 1)
+
+    x, y = x_of(t), y_of(np.nan_to_num(v))
+    span_x0 = float(x_of(max(0.0, t_lo)))
+    span_x1 = float(x_of(min(max(duration_s, 0.5), t_hi)))
+    colour = EVENT_COLOURS.get(kind, "#999999")
+    points = " ".join(f"{a:g},{b:g}" for a, b in zip(x, y, strict=True))
+    base = height - bottom
+    return "".join([
+        head,
+        f'<rect class="span" x="{span_x0:g}" y="{top:g}" width="{max(span_x1 - span_x0, 1.0):g}"'
+        f' height="{base - top:g}" fill="{colour}" fill-opacity="0.25"/>',
+        f'<line x1="{left:g}" y1="{base:g}" x2="{width - right:g}" y2="{base:g}" stroke="#999"/>',
+        f'<polyline class="trace" points="{points}" fill="none" stroke="{NEUTRAL}"'
+        ' stroke-width="1.8"/>',
+        f'<text x="{left - 4:g}" y="{top + 8:g}" text-anchor="end" font-size="10">'
+        f"{v_hi:g} km/h</text>",
+        f'<text x="{left - 4:g}" y="{base:g}" text-anchor="end" font-size="10">0</text>',
+        f'<text x="{left:g}" y="{height - 4:g}" font-size="10">{t_lo:+.0f} s</text>',
+        f'<text x="{width - right:g}" y="{height - 4:g}" text-anchor="end" font-size="10">'
+        f"{t_hi:+.0f} s</text>",
+        "</svg>"])
 
 
 # --- the route ------------------------------------------------------------------------------
@@ -248,13 +299,32 @@ def _local_m(lat_deg: FloatArray, lon_deg: FloatArray, lat0: float,
     return north, east
 
 
-def route_sample(n: int) -> npt.NDArray[np.intp]:
-    """Indices of the path's positions drawn: all of them up to MAX_ROUTE_POINTS, else an
-    even stride that keeps the last one."""
-    if n <= MAX_ROUTE_POINTS:
-        return np.arange(n)
-    index = np.arange(0, n, math.ceil(n / MAX_ROUTE_POINTS))
-    return index if index[-1] == n - 1 else np.append(index, n - 1)
+def route_resample(lat_deg: FloatArray, lon_deg: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The path as positions evenly spaced along it (every ROUTE_STEP_M, wider for a path
+    longer than MAX_ROUTE_POINTS steps), from its first position to its last.
+
+    The stored positions are a second apart, so their spacing is the speed; drawn evenly
+    in distance the route says nothing about speed or time. A stretch without positions
+    longer than ROUTE_GAP_M (a privacy zone crossed mid-trip, a lost signal) is not filled
+    in: the positions on both sides of it are kept as they are."""
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    lon = np.asarray(lon_deg, dtype=np.float64)
+    if lat.size < 2:
+        return lat.copy(), lon.copy()
+    north, east = _local_m(lat, lon, float(lat[0]), float(lon[0]))
+    step_m = np.hypot(np.diff(north), np.diff(east))
+    moved = np.r_[True, step_m > 0]  # a car standing still repeats its position
+    lat, lon, north, east = lat[moved], lon[moved], north[moved], east[moved]
+    step_m = step_m[step_m > 0]
+    spacing_m = max(ROUTE_STEP_M, float(step_m[step_m <= ROUTE_GAP_M].sum()) / MAX_ROUTE_POINTS)
+    breaks = np.flatnonzero(step_m > ROUTE_GAP_M)
+    out_lat, out_lon = [], []
+    for first, last in zip(np.r_[0, breaks + 1], np.r_[breaks, lat.size - 1], strict=True):
+        along_m = np.r_[0.0, np.cumsum(step_m[first:last])]
+        at_m = np.append(np.arange(0.0, along_m[-1], spacing_m), along_m[-1])
+        out_lat.append(np.interp(at_m, along_m, lat[first:last + 1]))
+        out_lon.append(np.interp(at_m, along_m, lon[first:last + 1]))
+    return np.concatenate(out_lat), np.concatenate(out_lon)
 
 
 @dataclass(frozen=True)
@@ -267,8 +337,9 @@ class PointMark:
 
 def route(lat_deg: FloatArray, lon_deg: FloatArray, marks: Sequence[PointMark],
           width: float = 640.0, height: float = 420.0) -> str:
-    """The visible path as a polyline in its own local frame (no map, no tiles), with start
-    and end of the visible part, event markers and a scale bar."""
+    """The visible path as a polyline in its own local frame (no map, no tiles), drawn
+    through evenly spaced positions (`route_resample`), with the first and last visible
+    positions, event markers and a scale bar; no speed or time."""
     lat = np.asarray(lat_deg, dtype=np.float64)
     lon = np.asarray(lon_deg, dtype=np.float64)
     keep = np.isfinite(lat) & np.isfinite(lon)
@@ -279,8 +350,7 @@ def route(lat_deg: FloatArray, lon_deg: FloatArray, marks: Sequence[PointMark],
         return (head + f'<text x="{width / 2:g}" y="{height / 2:g}" text-anchor="middle">'
                 "no visible positions (the whole trip lies in its privacy zones)</text></svg>")
     frame = RouteFrame.fit(lat, lon, width, height)
-    picked = route_sample(lat.size)
-    x, y = frame.project(lat[picked], lon[picked])
+    x, y = frame.project(*route_resample(lat, lon))
     # A wide, flat route needs less height than the frame allows: trim the empty band.
     height = max(160.0, min(height, float(np.ceil(np.max(y))) + 2 * frame.pad + 12.0))
     head = (f'<svg class="route" role="img" aria-label="route" xmlns="http://www.w3.org/2000/svg"'

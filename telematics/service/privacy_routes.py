@@ -15,12 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from telematics import maintenance
-from telematics.service import uploads
+from telematics.service import review_view, uploads
 from telematics.service.auth import AnyPrincipal, DeviceDep, Principal, UnderwriterDep
 from telematics.service.deps import idempotent, pricing_store_of, store_of
 from telematics.service.problems import Problem, Text
 from telematics.store import privacy as privacy_sql
 from telematics.store import trips as trip_sql
+from telematics.store import workbench as wb_sql
 from telematics.store.repository import GPS, read_samples
 
 router = APIRouter()
@@ -98,8 +99,10 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["premium", "trip_label", "event"] = "premium"
     reason: Text = Field(min_length=1, max_length=2000)
-    premium_id: int | None = None
-    trip_id: str | None = Field(default=None, pattern=ID_PATTERN)
+    premium_id: int | None = Field(default=None, ge=1, le=2**62,
+                                   description="the premium contested; the latest if none")
+    trip_id: str | None = Field(default=None, pattern=ID_PATTERN,
+                                description="the trip the request is about, if any")
 
 
 class DecisionIn(BaseModel):
@@ -223,13 +226,21 @@ async def request_review(request: Request, policy_id: PolicyId, review: ReviewIn
 
     def factory() -> uploads.Work:
         def work(conn: Any) -> tuple[int, dict[str, Any]]:
-            if review.premium_id is not None and conn.execute(
-                    "SELECT 1 FROM premiums WHERE premium_id = %s AND policy_id = %s",
-                    (review.premium_id, policy_id)).fetchone() is None:
-                raise Problem(404, "not_found", f"no premium {review.premium_id}", "premium_id")
+            if review.premium_id is not None:
+                premium = wb_sql.get_premium(conn, review.premium_id)
+                if premium is None or premium.policy_id != policy_id:
+                    raise Problem(422, "invalid_reference", f"premium {review.premium_id} is"
+                                  f" not a premium of policy '{policy_id}'", "premium_id")
+            device_id = who.device_id
+            if review.trip_id is not None:
+                trip = trip_sql.find_policy_trip(conn, policy_id, review.trip_id)
+                if trip is None:
+                    raise Problem(422, "invalid_reference", f"trip '{review.trip_id}' is not"
+                                  f" a trip of policy '{policy_id}'", "trip_id")
+                device_id = trip.device_id  # the trip's, which the queue links to
             review_id = privacy_sql.open_review(
                 conn, policy_id=policy_id, kind=review.kind, reason=review.reason,
-                premium_id=review.premium_id, device_id=who.device_id, trip_id=review.trip_id)
+                premium_id=review.premium_id, device_id=device_id, trip_id=review.trip_id)
             trip_sql.audit(conn, actor=f"device:{who.device_id}", action="review.request",
                            policy_id=policy_id, subject=str(review_id),
                            detail=review.model_dump())
@@ -250,10 +261,12 @@ def list_policy_reviews(request: Request, policy_id: PolicyId,
 
 
 @router.get("/v1/review/queue", tags=["underwriter"],
-            summary="Open review requests, oldest first")
+            summary="Open review requests, oldest first, each with the premium's breakdown"
+                    " in money and the evidence")
 def review_queue(request: Request, who: UnderwriterDep) -> dict[str, Any]:
     with pricing_store_of(request).connection() as conn:
-        return {"reviews": privacy_sql.list_reviews(conn, status="open")}
+        return {"reviews": review_view.review_entries(
+            conn, privacy_sql.list_reviews(conn, status="open"))}
 
 
 @router.post("/v1/review/requests/{review_id}/decision", tags=["underwriter"],

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from pricing.validate import gini, ordered_lorenz
 from telematics import provisional
-from telematics.service import charts, pages
+from telematics.service import charts, pages, review_view, trip_view
 from telematics.service.auth import Principal, principal, session_or_login
 from telematics.service.deps import pricing_store_of, store_of
 from telematics.service.premium_view import (
@@ -333,10 +333,12 @@ def _event_rows(events: list[dict[str, Any]], started_at: datetime | None) -> li
         start = datetime.fromisoformat(e["start"])
         end = datetime.fromisoformat(e["end"])
         rows.append({**e, "start_at": start, "duration_s": (end - start).total_seconds(),
+                     "start_s": start.timestamp(), "end_s": end.timestamp(),
                      "start_min": (start.timestamp() - origin) / 60 if origin else None,
                      "end_min": (end.timestamp() - origin) / 60 if origin else None,
                      "speed_kmh": e["speed_mps"] * 3.6 if e["speed_mps"] is not None else None,
-                     "shown": e["lat_deg"] is not None and e["lon_deg"] is not None})
+                     "shown": e["lat_deg"] is not None and e["lon_deg"] is not None,
+                     "evidence": None, "evidence_svg": None})
     return rows
 
 
@@ -345,6 +347,9 @@ PEAK_UNITS = {"braking": "m/s²", "acceleration": "m/s²", "cornering": "m/s²",
 
 
 def trip_context(conn: Any, device_id: str, trip_id: str) -> dict[str, Any]:
+    """The trip page: the route without speeds or times, speed by minute, and each event
+    with its evidence (its position and, for the kinds that turn on speed, its speed
+    second by second over a few seconds); see telematics.service.trip_view."""
     trip = trip_sql.get_trip_summary(conn, device_id, trip_id)
     if trip is None:
         raise Problem(404, "not_found", f"no trip '{trip_id}' of device '{device_id}'",
@@ -353,19 +358,36 @@ def trip_context(conn: Any, device_id: str, trip_id: str) -> dict[str, Any]:
     events = _event_rows(trip_sql.get_events(conn, device_id, trip_id), trip.started_at)
     path = wb_sql.get_trip_path(conn, device_id, trip_id)
     route_svg = speed_svg = None
+    profile = None
     if path is not None:
         marks = [charts.PointMark(e["lat_deg"], e["lon_deg"], e["kind"],
-                                  f"{e['kind']} ({e['severity']}) at "
-                                  f"{e['start_at']:%H:%M:%S}") for e in events if e["shown"]]
+                                  f"event {e['event_no']}: {e['kind']} ({e['severity']})")
+                 for e in events if e["shown"]]
         route_svg = charts.route(path.lat_deg, path.lon_deg, marks)
         origin = trip.started_at.timestamp() if trip.started_at else (
             float(path.t_s[0]) if path.t_s.size else 0.0)
         spans = [charts.SpanMark(e["start_min"], e["end_min"], e["kind"]) for e in events
                  if e["start_min"] is not None]
-        speed_svg = charts.speed_chart((path.t_s - origin) / 60.0, path.speed_mps * 3.6, spans)
+        profile = trip_view.speed_profile(path.t_s, path.speed_mps, origin)
+        speed_svg = charts.speed_chart(profile.minute, profile.speed_kmh, spans)
+        for e in events:
+            if e["kind"] not in trip_view.TRACED_KINDS:
+                continue
+            evidence = trip_view.event_evidence(path.t_s, path.speed_mps, e["start_s"],
+                                                e["end_s"])
+            e["evidence"] = evidence
+            e["evidence_svg"] = charts.evidence_trace(evidence.t_s, evidence.speed_kmh,
+                                                      e["duration_s"], e["kind"])
     return {"trip": trip, "features": features, "events": events, "path": path,
             "time_zone": trip_sql.policy_time_zone(conn, trip.policy_id),
-            "route_svg": route_svg, "speed_svg": speed_svg, "peak_units": PEAK_UNITS}
+            "route_svg": route_svg, "speed_svg": speed_svg, "profile": profile,
+            "profile_rows": [] if profile is None else list(zip(
+                profile.minute.tolist(), profile.speed_kmh.tolist(), strict=True)),
+            "peak_units": PEAK_UNITS, "route_step_m": charts.ROUTE_STEP_M,
+            "speed_step_kmh": trip_view.SPEED_STEP_KMH,
+            "evidence_pad_s": trip_view.EVIDENCE_PAD_S,
+            "evidence_max_s": trip_view.EVIDENCE_MAX_S,
+            "traced_kinds": sorted(trip_view.TRACED_KINDS)}
 
 
 @router.get("/workbench/trips/{device_id}/{trip_id}")
@@ -402,7 +424,7 @@ async def trip_label(request: Request, device_id: DeviceId, trip_id: TripId,
 @router.get("/workbench/reviews")
 def review_queue(request: Request, who: StaffPage) -> Response:
     with pricing_store_of(request).connection() as conn:
-        reviews = privacy_sql.list_reviews(conn, status="open")
+        reviews = review_view.review_entries(conn, privacy_sql.list_reviews(conn, status="open"))
         relabels = wb_sql.relabels_to_review(conn)
     return pages.render("reviews.html", title="Review queue", who=who, nav="reviews",
                         reviews=reviews, relabels=relabels)

@@ -11,6 +11,8 @@ import numpy as np
 import psycopg
 from psycopg.rows import class_row
 
+from telematics.store.trips import COUNTS_AGAINST_DRIVER, SUMMARY_COLUMNS, TripSummary
+
 # Labels that take a trip out of pricing; a trip with one of them waits for a review.
 EXCLUDING_LABELS = ("passenger", "transit", "not_me")
 LABEL_REVIEW_ACTIONS = ("trip.label.review", "trip.label.accept", "trip.label.reject")
@@ -123,6 +125,14 @@ def policy_claims(conn: psycopg.Connection[Any], policy_id: str) -> list[dict[st
     return [{"claim_id": r[0], "occurred_at": r[1], "amount": r[2]} for r in rows]
 
 
+# A trip's events counted (e.n, e.n_disputed) and counted by kind (e.kinds), for `trips t`.
+_EVENT_COUNTS = (
+    " LEFT JOIN LATERAL (SELECT sum(n)::int AS n, sum(n_disputed)::int AS n_disputed,"
+    "   jsonb_object_agg(kind, n) AS kinds FROM (SELECT kind, count(*) AS n,"
+    "   count(*) FILTER (WHERE disputed) AS n_disputed FROM events ev"
+    "   WHERE ev.device_id = t.device_id AND ev.trip_id = t.trip_id GROUP BY kind) k) e ON true")
+
+
 def trip_overview(conn: psycopg.Connection[Any], policy_id: str,
                   limit: int = 500) -> list[dict[str, Any]]:
     """The policy's trips, newest first, with distance, event counts and disputes."""
@@ -130,16 +140,46 @@ def trip_overview(conn: psycopg.Connection[Any], policy_id: str,
         "SELECT t.device_id, t.trip_id, t.status, t.source, t.started_at, t.ended_at,"
         " t.label, t.label_set_at, t.transport_mode, f.distance_m, f.duration_s, f.scored,"
         " coalesce(e.n, 0), coalesce(e.n_disputed, 0), coalesce(e.kinds, '{}'::jsonb)"
-        " FROM trips t LEFT JOIN trip_features f USING (device_id, trip_id)"
-        " LEFT JOIN LATERAL (SELECT sum(n)::int AS n, sum(n_disputed)::int AS n_disputed,"
-        "   jsonb_object_agg(kind, n) AS kinds FROM (SELECT kind, count(*) AS n,"
-        "   count(*) FILTER (WHERE disputed) AS n_disputed FROM events ev"
-        "   WHERE ev.device_id = t.device_id AND ev.trip_id = t.trip_id GROUP BY kind) k) e ON true"
+        " FROM trips t LEFT JOIN trip_features f USING (device_id, trip_id)" + _EVENT_COUNTS +
         " WHERE t.policy_id = %s AND t.source <> 'obd_feed'"
         " ORDER BY t.started_at DESC NULLS LAST LIMIT %s", (policy_id, limit)).fetchall()
     names = ("device_id", "trip_id", "status", "source", "started_at", "ended_at", "label",
              "label_set_at", "transport_mode", "distance_m", "duration_s", "scored",
              "n_events", "n_disputed", "event_kinds")
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def policy_trip(conn: psycopg.Connection[Any], policy_id: str, trip_id: str,
+                device_id: str | None = None) -> TripSummary | None:
+    """The policy's trip of that id, of `device_id` if it has one there (two devices of a
+    policy, a phone and a dongle, may use the same trip id)."""
+    with conn.cursor(row_factory=class_row(TripSummary)) as cur:
+        return cur.execute(
+            f"SELECT {SUMMARY_COLUMNS} FROM trips WHERE policy_id = %s AND trip_id = %s"
+            " ORDER BY device_id = %s DESC NULLS LAST, started_at LIMIT 1",
+            (policy_id, trip_id, device_id)).fetchone()
+
+
+def period_trips(conn: psycopg.Connection[Any], policy_id: str, period_start: date,
+                 period_end: date) -> list[dict[str, Any]]:
+    """The policy's trips started in [period_start, period_end) (days in the policy's time
+    zone, as pricing cuts them), oldest first, with distance, event counts and whether the
+    trip counts in the price (`counted`: scored and driven by the policyholder)."""
+    rows = conn.execute(
+        "SELECT t.device_id, t.trip_id, t.status, t.source, t.started_at, t.label,"
+        " t.transport_mode, f.distance_m, f.duration_s, coalesce(f.scored, false),"
+        f" coalesce(f.scored AND {COUNTS_AGAINST_DRIVER}, false),"
+        " coalesce(e.n, 0), coalesce(e.n_disputed, 0), coalesce(e.kinds, '{}'::jsonb)"
+        " FROM trips t JOIN policies p USING (policy_id)"
+        " LEFT JOIN trip_features f USING (device_id, trip_id)" + _EVENT_COUNTS +
+        " WHERE t.policy_id = %s AND t.source <> 'obd_feed'"
+        " AND t.started_at >= (%s::date::timestamp AT TIME ZONE p.time_zone)"
+        " AND t.started_at < (%s::date::timestamp AT TIME ZONE p.time_zone)"
+        " ORDER BY t.started_at, t.device_id, t.trip_id",
+        (policy_id, period_start, period_end)).fetchall()
+    names = ("device_id", "trip_id", "status", "source", "started_at", "label",
+             "transport_mode", "distance_m", "duration_s", "scored", "counted", "n_events",
+             "n_disputed", "event_kinds")
     return [dict(zip(names, r, strict=True)) for r in rows]
 
 

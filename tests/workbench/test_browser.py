@@ -158,7 +158,19 @@ def test_underwriter_and_driver_in_a_browser(server: ServerThread, tokens: Token
     page.wait_for_selector("#replay-result")
     assert page.locator("#replay-result").get_attribute("data-identical") == "true"
     shot(page, "replay")
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post(f"/v1/policies/{driver.policy_id}/reviews",
+                   json={"kind": "event", "trip_id": "commute-am",
+                         "reason": "The first hard stop was for a child crossing the road."},
+                   headers={**driver.headers, **idem()})
+        assert r.status_code == 200, r.text
+        review_id = r.json()["review_id"]
     page.goto(f"{server.url}/workbench/reviews")
     assert page.locator("#relabels tr", has_text="commute-pm").count() == 1
+    review = page.locator(f"#review-{review_id}")
+    cents = review.locator("table.breakdown tbody tr").evaluate_all(
+        "rows => rows.map(r => Number(r.dataset.cents))")
+    assert sum(cents) == int(review.locator(".premium").get_attribute("data-cents")) == after
+    assert review.locator("table.evidence-events tbody tr").count() >= 1
     shot(page, "reviews")
     uw.close()

@@ -4,6 +4,7 @@ privacy-trimmed route, review decisions in the audit trail and the replay button
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from pricing.plan import default_plan
 from pricing.rating import reprice
+from telematics.service import charts, trip_view
 from telematics.service.charts import RouteFrame
 from telematics.store import workbench as wb_sql
 from telematics.store.repository import GPS, read_samples
@@ -182,34 +184,122 @@ def test_waterfall_sums_to_the_premium_shown(server: ServerThread, tokens: Token
     assert "<svg" in html and "Premium waterfall" in html
 
 
+def trip_page(server: ServerThread, tokens: Tokens, device: DeviceCreds, db_url: str,
+              trip_id: str = "wb-trip-1") -> tuple[str, wb_sql.TripPath, dict[str, np.ndarray]]:
+    with staff_client(server, tokens.underwriter) as uw:
+        html = uw.get(f"/workbench/trips/{device.device_id}/{trip_id}").text
+    with psycopg.connect(db_url) as conn:
+        path = wb_sql.get_trip_path(conn, device.device_id, trip_id)
+        raw = read_samples(conn, GPS, device.device_id, trip_id)
+    assert path is not None
+    return html, path, raw
+
+
+def element(html: str, start: str, end: str) -> str:
+    at = html.index(start)
+    return html[at:html.index(end, at) + len(end)]
+
+
+def distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Each point's distance to the nearest segment of the polyline (same units)."""
+    a, b = line[:-1], line[1:]
+    ab = b - a
+    length2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)
+    ap = points[:, None, :] - a[None, :, :]
+    u = np.clip((ap * ab[None]).sum(axis=2) / length2[None], 0.0, 1.0)
+    nearest = a[None] + u[..., None] * ab[None]
+    return np.sqrt(((points[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
+
+
 def test_trip_route_shows_only_privacy_trimmed_positions(server: ServerThread, tokens: Tokens,
                                                         priced: dict[str, object],
                                                         db_url: str) -> None:
     device = priced["device"]
     assert isinstance(device, DeviceCreds)
-    with staff_client(server, tokens.underwriter) as uw:
-        html = uw.get(f"/workbench/trips/{device.device_id}/wb-trip-1").text
-    svg = html[html.index('<svg class="route"'):]
-    svg = svg[:svg.index("</svg>")]
-    drawn = {tuple(map(float, p.split(","))) for p in
-             re.search(r'<polyline class="path" points="([^"]+)"', svg).group(1).split()}  # type: ignore[union-attr]
-    with psycopg.connect(db_url) as conn:
-        path = wb_sql.get_trip_path(conn, device.device_id, "wb-trip-1")
-        raw = read_samples(conn, GPS, device.device_id, "wb-trip-1")
-    assert path is not None
+    html, path, raw = trip_page(server, tokens, device, db_url)
+    svg = element(html, '<svg class="route"', "</svg>")
+    drawn = np.array([tuple(map(float, p.split(","))) for p in
+                      re.search(r'<polyline class="path" points="([^"]+)"', svg).group(1).split()])  # type: ignore[union-attr]
     assert 0 < path.lat_deg.size < raw["lat_deg"].size
     frame = RouteFrame.fit(path.lat_deg, path.lon_deg, 640.0, 420.0)
-    x, y = frame.project(path.lat_deg, path.lon_deg)
-    visible = set(zip(x.tolist(), y.tolist(), strict=True))
-    assert drawn == visible
-    hidden = ~np.isin(raw["lat_deg"], path.lat_deg)
-    assert hidden.sum() == raw["lat_deg"].size - path.lat_deg.size
-    hx, hy = frame.project(raw["lat_deg"][hidden], raw["lon_deg"][hidden])
-    assert not drawn & set(zip(hx.tolist(), hy.tolist(), strict=True))
+    stored = np.column_stack(frame.project(path.lat_deg, path.lon_deg))
+    # every point drawn lies on the stored, privacy-trimmed path, from its first to its last
+    assert distance_to_polyline(drawn, stored).max() < 0.15
+    assert drawn[0].tolist() == stored[0].tolist() and drawn[-1].tolist() == stored[-1].tolist()
     # the trip's true ends (inside the zones) appear nowhere in the page
     for lat, lon in ((raw["lat_deg"][0], raw["lon_deg"][0]),
                      (raw["lat_deg"][-1], raw["lon_deg"][-1])):
         assert f"{lat:.5f}" not in html and f"{lon:.5f}" not in html
+
+
+def test_the_route_carries_no_speed_or_time(server: ServerThread, tokens: Tokens,
+                                            priced: dict[str, object], db_url: str) -> None:
+    device = priced["device"]
+    assert isinstance(device, DeviceCreds)
+    html, path, _ = trip_page(server, tokens, device, db_url)
+    svg = element(html, '<svg class="route"', "</svg>")
+    frame = RouteFrame.fit(path.lat_deg, path.lon_deg, 640.0, 420.0)
+    drawn = np.array([tuple(map(float, p.split(","))) for p in
+                      re.search(r'points="([^"]+)"', svg).group(1).split()])  # type: ignore[union-attr]
+    # The stored positions are a second apart (their spacing is the speed); the drawn ones
+    # are those of route_resample, evenly spaced in distance whatever the speed (tested
+    # in test_views), so their spacing is the step, to the SVG's rounding.
+    expected = np.column_stack(frame.project(*charts.route_resample(path.lat_deg, path.lon_deg)))
+    assert drawn.tolist() == expected.tolist()
+    spacing_m = np.hypot(*np.diff(drawn, axis=0).T)[:-1] / frame.scale
+    assert abs(float(np.median(spacing_m)) - charts.ROUTE_STEP_M) < 0.15 / frame.scale
+    assert "km/h" not in svg and "m/s" not in svg and not re.search(r"\d:\d\d", svg)
+    assert set(re.findall(r"\s(data-[a-z-]+)=", svg)) <= {"data-kind"}
+    titles = re.findall(r"<title>([^<]*)</title>", svg)
+    assert all(re.fullmatch(r"(first|last) visible position|event \d+: \w+ \(\w+\)", t)
+               for t in titles), titles
+
+
+def test_speed_with_place_is_shown_only_as_event_evidence(server: ServerThread, tokens: Tokens,
+                                                          priced: dict[str, object],
+                                                          db_url: str) -> None:
+    device = priced["device"]
+    assert isinstance(device, DeviceCreds)
+    html, path, _ = trip_page(server, tokens, device, db_url)
+    assert "What this page shows of speed and place, and why" in html
+    # The speed chart: at most one value per minute, and nothing drawn at a finer grain.
+    minutes = [int(m) for m in re.findall(r'<tr data-minute="(-?\d+)">', html)]
+    assert minutes and len(set(minutes)) == len(minutes)
+    chart = element(html, '<figure class="chart wide" id="speed-chart">', "</figure>")
+    bars = [int(m) for m in re.findall(r'id="speed-minute-(-?\d+)"', chart)]
+    assert bars == minutes
+    vertices = [len(re.findall(r"[MLCQ] ", d)) for d in re.findall(r'<path d="([^"]+)"', chart)]
+    assert vertices and max(vertices) <= 6, max(vertices)  # bars and shading; no trace
+    duration_min = (path.t_s[-1] - path.t_s[0]) / 60.0
+    assert len(minutes) <= math.ceil(duration_min) + 1
+    # Every event with its evidence: its position, and its speed second by second over
+    # the few seconds around it (only there is speed shown at full resolution).
+    with psycopg.connect(db_url) as conn:
+        events = conn.execute("SELECT event_no, kind, extract(epoch FROM start_at),"
+                              " extract(epoch FROM end_at), lat_deg, lon_deg FROM events"
+                              " WHERE device_id = %s AND trip_id = 'wb-trip-1'",
+                              (device.device_id,)).fetchall()
+    assert events
+    traced = 0
+    for event_no, kind, start_s, end_s, lat, lon in events:
+        row = element(html, f'<tr id="event-{event_no}"', "</tr>")
+        cell = element(row, '<td class="position">', "</td>")
+        if lat is not None:
+            assert f"{lat:.5f}" in cell and f"{lon:.5f}" in cell
+        else:
+            assert "inside a privacy zone" in cell
+        if kind not in trip_view.TRACED_KINDS:
+            continue
+        lo, hi = trip_view.evidence_window(float(start_s), float(end_s))
+        in_window = int(((path.t_s >= lo) & (path.t_s <= hi)).sum())
+        assert in_window <= hi - lo + 1 <= 2 * trip_view.EVIDENCE_PAD_S + 61
+        trace = re.search(r'<svg class="evidence".*?</svg>', row)
+        assert trace is not None, row
+        points = re.search(r'class="trace" points="([^"]+)"', trace.group(0))
+        assert (len(points.group(1).split()) if points else 0) == (in_window if in_window > 1
+                                                                   else 0)
+        traced += in_window > 1
+    assert traced >= 1
 
 
 def audit_actions(db_url: str, subject: str) -> list[tuple[str, str, dict]]:
@@ -314,3 +404,46 @@ def test_portfolio_shows_the_book(server: ServerThread, tokens: Tokens,
     assert re.search(r'id="plan-in-force">default v1<', html) and 'id="gini"' in html
     assert html.count("<svg") == 4
     assert "Loss ratio by premium-rate decile" in html
+
+
+def test_the_review_queue_shows_each_requests_breakdown_and_evidence(
+        server: ServerThread, tokens: Tokens, priced: dict[str, object], db_url: str) -> None:
+    device = priced["device"]
+    premium_ids = priced["premium_ids"]
+    assert isinstance(device, DeviceCreds) and isinstance(premium_ids, dict)
+    premium_id = premium_ids[device.policy_id]
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post(f"/v1/policies/{device.policy_id}/reviews",
+                   json={"kind": "event", "premium_id": premium_id, "trip_id": "wb-trip-1",
+                         "reason": "I braked for a child"}, headers={**device.headers, **idem()})
+        assert r.status_code == 200, r.text
+        review_id = r.json()["review_id"]
+    with staff_client(server, tokens.underwriter) as uw:
+        page = uw.get("/workbench/reviews").text
+        policy = uw.get(f"/workbench/policies/{device.policy_id}").text
+    article = element(page, f'<article class="card review" id="review-{review_id}"', "</article>")
+    assert "I braked for a child" in article
+    assert f'action="/workbench/reviews/{review_id}/decision"' in article
+    # the contested premium line by line, as the policy page's waterfall shows it
+    shown = re.search(r'class="premium" data-cents="(\d+)">([^<]+)<', article)
+    assert shown is not None
+    rows = re.findall(r'<tr data-line="([^"]+)" data-cents="(-?\d+)"><td>[^<]*</td>'
+                      r'<td class="num amount">([^<]+)</td>', article)
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT breakdown FROM premiums WHERE premium_id = %s",
+                              (premium_id,)).fetchone()
+        events = conn.execute("SELECT event_no FROM events WHERE device_id = %s"
+                              " AND trip_id = 'wb-trip-1'", (device.device_id,)).fetchall()
+    assert stored is not None and events
+    assert int(shown.group(1)) == stored[0]["premium_cents"]
+    assert sum(int(cents) for _, cents, _ in rows) == int(shown.group(1))
+    assert sum(money(text) for _, _, text in rows) == money(shown.group(2).split()[0])
+    assert [(line, int(cents)) for line, cents, _ in rows] == [
+        (line["line"], line["amount_cents"]) for line in stored[0]["lines"]]
+    waterfall = element(policy, 'id="waterfall"', "</table>")
+    assert [line for line, _, _ in rows] == re.findall(r'data-line="([^"]+)"', waterfall)
+    # the named trip's events and features
+    assert f'href="/workbench/trips/{device.device_id}/wb-trip-1"' in article
+    assert {int(n) for n in re.findall(r'<tr data-event="(\d+)">', article)} == {
+        e[0] for e in events}
+    assert "The trip&#39;s features" in article or "The trip's features" in article

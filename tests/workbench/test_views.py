@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from pricing.plan import default_plan
 from pricing.rating import reprice
 from pricing.validate import lift_table
-from telematics.service import charts, pages
+from telematics.service import charts, pages, review_view, trip_view
 from telematics.service.auth import Principal
 from telematics.service.premium_view import (
     BreakdownError,
@@ -94,14 +95,124 @@ def test_route_projection_matches_a_pointwise_reference() -> None:
     assert x.max() <= 624.05 and y.max() <= 404.05 and x.min() >= 15.95 and y.min() >= 15.95
 
 
-def test_route_draws_every_position_up_to_the_limit_and_keeps_the_ends() -> None:
-    assert charts.route_sample(3).tolist() == [0, 1, 2]
-    n = charts.MAX_ROUTE_POINTS * 3 + 7
-    picked = charts.route_sample(n)
-    assert picked[0] == 0 and picked[-1] == n - 1 and picked.size <= charts.MAX_ROUTE_POINTS + 1
-    assert (np.diff(picked) > 0).all()
-    one = charts.route(np.array([52.0]), np.array([4.0]), [])
-    assert "privacy zones" in one and "<polyline" not in one
+def local_m(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
+    """Pointwise equirectangular metres (north, east), the reference for the route's."""
+    return np.array([[math.radians(a - lat0) * charts.EARTH_RADIUS_M,
+                      math.radians(b - lon0) * charts.EARTH_RADIUS_M
+                      * math.cos(math.radians(lat0))] for a, b in zip(lat, lon, strict=True)])
+
+
+def drive_along(along_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions at the given distances along a fixed curve (a quarter circle of 2 km radius
+    from 52.30 N 4.90 E), so that two speed profiles drive the same road."""
+    angle = along_m / 2000.0
+    north, east = 2000.0 * np.sin(angle), 2000.0 * (1.0 - np.cos(angle))
+    lat = 52.30 + np.degrees(north / charts.EARTH_RADIUS_M)
+    lon = 4.90 + np.degrees(east / (charts.EARTH_RADIUS_M * math.cos(math.radians(52.30))))
+    return lat, lon
+
+
+def test_the_route_is_drawn_evenly_in_distance_whatever_the_speed() -> None:
+    rng = np.random.default_rng(4)
+    slow = np.cumsum(np.r_[0.0, rng.uniform(3.0, 9.0, 599)])  # one position a second
+    fast = np.cumsum(np.r_[0.0, rng.uniform(20.0, 35.0, 200)])
+    fast = np.r_[fast[fast < slow[-1]], slow[-1]]
+    stops = np.r_[slow[:100], np.full(30, slow[100]), slow[100:]]  # half a minute standing
+    drawn = [charts.route_resample(*drive_along(d)) for d in (slow, fast, stops)]
+    for lat, lon in drawn[1:]:  # the same road: the same points, whatever the speed
+        assert lat.size == drawn[0][0].size
+        assert np.allclose(lat, drawn[0][0], atol=1e-9) and np.allclose(lon, drawn[0][1],
+                                                                          atol=1e-9)
+    lat, lon = drawn[0]
+    metres = local_m(lat, lon, 52.30, 4.90)
+    spacing = np.hypot(*np.diff(metres, axis=0).T)
+    # chords of a 2 km circle are a hair shorter than their 10 m of arc
+    assert np.allclose(spacing[:-1], charts.ROUTE_STEP_M, rtol=1e-4)
+    assert 0 < spacing[-1] <= charts.ROUTE_STEP_M + 1e-6
+    road_lat, road_lon = drive_along(slow)
+    assert (lat[0], lon[0]) == (road_lat[0], road_lon[0])
+    assert (lat[-1], lon[-1]) == (road_lat[-1], road_lon[-1])
+
+
+def test_the_route_keeps_gaps_unfilled_and_bounds_its_points() -> None:
+    along = np.r_[np.arange(0.0, 500.0, 8.0), np.arange(900.0, 1400.0, 8.0)]  # 404 m gap
+    lat, lon = drive_along(along)
+    out_lat, out_lon = charts.route_resample(lat, lon)
+    metres = local_m(out_lat, out_lon, 52.30, 4.90)
+    distance = 2000.0 * np.arcsin(np.clip(metres[:, 0] / 2000.0, -1, 1))
+    assert not ((distance > 496.0 + 1e-6) & (distance < 900.0 - 1e-6)).any()
+    assert np.isclose(distance, 496.0).any() and np.isclose(distance, 900.0).any()
+    long_lat, long_lon = drive_along(np.arange(0.0, 60_000.0, 20.0))  # 60 km, five laps
+    drawn = charts.route_resample(long_lat, long_lon)[0].size
+    assert charts.MAX_ROUTE_POINTS <= drawn <= charts.MAX_ROUTE_POINTS + 1
+    one = charts.route_resample(np.array([52.0]), np.array([4.0]))
+    assert one[0].tolist() == [52.0] and one[1].tolist() == [4.0]
+    assert "privacy zones" in charts.route(np.array([52.0]), np.array([4.0]), [])
+    svg = charts.route(lat, lon, [charts.PointMark(float(lat[3]), float(lon[3]), "braking",
+                                                   "event 1: braking (hard)")])
+    assert "<polyline" in svg and "km/h" not in svg and "data-t" not in svg
+
+
+def reference_profile(t_s: np.ndarray, speed_mps: np.ndarray,
+                      origin_s: float) -> dict[int, float]:
+    """Minute by minute with plain Python: the median of each minute that is covered for at
+    least half of it, in km/h rounded to 5."""
+    minutes: dict[int, list[tuple[float, float]]] = {}
+    for t, v in zip(t_s.tolist(), speed_mps.tolist(), strict=True):
+        if math.isfinite(t) and math.isfinite(v):
+            minutes.setdefault(math.floor((t - origin_s) / 60.0), []).append((t, v))
+    out = {}
+    for minute, samples in minutes.items():
+        times = [t for t, _ in samples]
+        if max(times) - min(times) >= 30.0:
+            out[minute] = round(float(np.median([v for _, v in samples])) * 3.6 / 5.0) * 5.0
+    return out
+
+
+@pytest.mark.parametrize("case", ["drive", "empty", "one", "nan", "unsorted", "sparse", "early"])
+def test_speed_profile_has_one_value_a_minute(case: str) -> None:
+    rng = np.random.default_rng(9)
+    origin = 1_790_000_000.0
+    t = origin + 75.0 + np.arange(1200, dtype=np.float64)
+    v = np.clip(12.0 + np.cumsum(rng.normal(0, 0.4, t.size)), 0.0, 40.0)
+    if case == "empty":
+        t, v = t[:0], v[:0]
+    elif case == "one":
+        t, v = t[:1], v[:1]
+    elif case == "nan":
+        v[100:400] = np.nan
+        t[700] = np.nan
+    elif case == "unsorted":
+        order = rng.permutation(t.size)
+        t, v = t[order], v[order]
+    elif case == "sparse":
+        keep = rng.random(t.size) < 0.1
+        t, v = t[keep], v[keep]
+    elif case == "early":  # a clock that starts before the trip's start
+        t = t - 200.0
+    profile = trip_view.speed_profile(t, v, origin)
+    expected = reference_profile(t, v, origin)
+    assert profile.minute.tolist() == sorted(expected)
+    assert profile.speed_kmh.tolist() == [expected[m] for m in sorted(expected)]
+    assert np.unique(profile.minute).size == profile.minute.size
+    assert (np.mod(profile.speed_kmh, 5.0) == 0).all()
+
+
+def test_event_evidence_is_the_few_seconds_around_the_event() -> None:
+    t = 1_000.0 + np.arange(600, dtype=np.float64)
+    v = np.linspace(0.0, 30.0, t.size)
+    braking = trip_view.event_evidence(t, v, 1_200.0, 1_203.0)
+    assert braking.t_s.tolist() == list(np.arange(-10.0, 14.0))
+    assert braking.speed_kmh == pytest.approx(v[190:214] * 3.6)
+    assert (braking.from_s, braking.to_s) == (-10.0, 13.0)
+    long = trip_view.event_evidence(t, v, 1_100.0, 1_400.0)  # five minutes of speeding
+    assert long.t_s[0] == -10.0 and long.t_s[-1] == trip_view.EVIDENCE_MAX_S + 10.0
+    assert trip_view.event_evidence(t, v, 5_000.0, 5_002.0).t_s.size == 0  # in a zone
+    assert "no visible positions" in charts.evidence_trace(np.empty(0), np.empty(0), 2.0,
+                                                           "braking")
+    svg = charts.evidence_trace(braking.t_s, braking.speed_kmh, 3.0, "braking")
+    points = re.search(r'class="trace" points="([^"]+)"', svg)
+    assert points is not None and len(points.group(1).split()) == 24
 
 
 def test_breakdown_view_reconciles_and_names_bad_fields(rows: list[dict[str, Any]]) -> None:
@@ -183,9 +294,10 @@ def test_charts_are_svg_and_cached() -> None:
     assert svg.startswith("<svg") and "Premium waterfall" in svg
     assert "increase cap" not in svg  # zero lines stay in the table only
     assert charts.waterfall(labels, [1000, 250, -100, 0], 2, "EUR") is svg
-    speed = charts.speed_chart(np.arange(10.0), np.full(10, 50.0),
+    speed = charts.speed_chart(np.array([0, 1, 3]), np.full(3, 50.0),
                                [charts.SpanMark(2.0, 2.1, "braking")])
     assert "braking" in speed
+    assert re.findall(r'id="speed-minute-(\d+)"', speed) == ["0", "1", "3"]
 
 
 def test_a_book_without_claims_renders_without_a_lorenz_curve(
@@ -200,3 +312,30 @@ def test_a_book_without_claims_renders_without_a_lorenz_curve(
                               who=Principal("staff", "uw", ("underwriter",)),
                               **context).body).decode()
     assert 'id="lorenz"' not in html and html.count("<svg") >= 3
+
+
+def test_a_review_carries_the_premium_line_by_line_in_money() -> None:
+    ids = [f"P{i}" for i in range(6)]
+    first, second = portfolio(ids, seed=1), portfolio(ids, seed=2)
+    before = contract_rows(first, PLAN)
+    after = contract_rows(second, PLAN, previous=first)
+    for i in range(len(ids)):
+        previous = premium_view(premium_row(before[i], premium_id=1), PLAN)
+        current = premium_view(premium_row(after[i], premium_id=2, period=(
+            date(2026, 11, 1), date(2026, 12, 1))), PLAN)
+        shown = review_view.premium_breakdown(current, previous, named=False)
+        assert shown["premium_id"] == 2 and shown["named"] is False
+        assert sum(line["amount_cents"] for line in shown["lines"]) == shown["premium_cents"]
+        assert sum(Decimal(line["amount"]) for line in shown["lines"]) == Decimal(shown["amount"])
+        assert shown["lines"][-1]["running_total"] == shown["amount"] == shown["lines_total"]
+        assert Decimal(shown["amount"]) == after[i]["amount"]
+        assert shown["change_cents"] == current.premium_cents - previous.premium_cents
+        assert Decimal(shown["change"]) == Decimal(shown["amount"]) - Decimal(
+            shown["previous"]["amount"])
+        changes = changes_between(current, previous)
+        assert {c["line"]: c["amount_cents"] for c in shown["change_lines"]} == {
+            k: v for k, v in changes.items() if v}
+        assert {line["line"]: line["change_cents"] for line in shown["lines"]} == {
+            line.line: changes.get(line.line) for line in current.lines}
+    alone = review_view.premium_breakdown(current, None, named=True)
+    assert alone["previous"] is None and alone["change"] is None and alone["named"] is True
