@@ -126,6 +126,12 @@ def driver_summary(conn: Any, policy_id: str, settings: Any) -> dict[str, Any]:
     summary["consents"] = [
         {"category": cat, "purpose": pur, "granted": c["granted"]}
         for (cat, pur), c in sorted(privacy_sql.current_consents(conn, policy_id).items())]
+    # The driver's requests for a human review and what was decided (who decided stays
+    # with the insurer's audit trail).
+    summary["reviews"] = [
+        {k: r[k] for k in ("review_id", "kind", "reason", "status", "decision_note",
+                           "created_at", "decided_at", "premium_id", "trip_id")}
+        for r in privacy_sql.list_reviews(conn, policy_id=policy_id)]
     return summary
 
 

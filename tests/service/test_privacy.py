@@ -346,6 +346,11 @@ def test_review_request_round_trip(client: httpx.Client, tokens: Tokens) -> None
     again = client.post(f"/v1/review/requests/{review_id}/decision",
                         json={"decision": "rejected", "note": "changed my mind"}, headers=uw)
     assert again.status_code == 404
+    # The driver view shows the decision too, without who took it.
+    shown = client.get(f"/v1/driver/policies/{dev.policy_id}", headers=dev.headers).json()
+    assert [(r["review_id"], r["status"], r["decision_note"]) for r in shown["reviews"]] == [
+        (review_id, "accepted", "trip relabelled as passenger")]
+    assert "decided_by" not in shown["reviews"][0]
 
 
 def test_a_review_names_only_its_own_policys_premium_and_trip(client: httpx.Client,
@@ -426,7 +431,7 @@ def test_the_review_queue_carries_the_breakdown_and_the_evidence(
         write_premiums(conn, portfolio([dev.policy_id], seed=5), current)
     wait_until_repriced(db_url, dev.policy_id)
     asks = {"trip": {"kind": "event", "trip_id": "rq-1", "reason": "that braking was a cat"},
-            "latest": {"kind": "premium", "reason": "why did it go up?"},
+            "latest": {"kind": "premium", "reason": "what raised my premium?"},
             "named": {"kind": "premium", "premium_id": earlier_id, "reason": "and this one?"}}
     review_ids = {}
     for name, body in asks.items():
