@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from html import unescape
+from typing import Any
 
 import httpx
 import numpy as np
@@ -211,17 +212,23 @@ def distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
     return np.sqrt(((points[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
 
 
+def drawn_route(html: str, path: Any) -> tuple[str, RouteFrame, np.ndarray]:
+    """The route's SVG, the frame it is drawn in and the points of its path in SVG units."""
+    svg = element(html, '<svg class="route"', "</svg>")
+    points = re.search(r'<polyline class="path" points="([^"]+)"', svg)
+    assert points is not None, "no route path drawn"
+    drawn = np.array([tuple(map(float, p.split(","))) for p in points.group(1).split()])
+    return svg, RouteFrame.fit(path.lat_deg, path.lon_deg, 640.0, 420.0), drawn
+
+
 def test_trip_route_shows_only_privacy_trimmed_positions(server: ServerThread, tokens: Tokens,
                                                         priced: dict[str, object],
                                                         db_url: str) -> None:
     device = priced["device"]
     assert isinstance(device, DeviceCreds)
     html, path, raw = trip_page(server, tokens, device, db_url)
-    svg = element(html, '<svg class="route"', "</svg>")
-    drawn = np.array([tuple(map(float, p.split(","))) for p in
-                      re.search(r'<polyline class="path" points="([^"]+)"', svg).group(1).split()])  # type: ignore[union-attr]
+    _, frame, drawn = drawn_route(html, path)
     assert 0 < path.lat_deg.size < raw["lat_deg"].size
-    frame = RouteFrame.fit(path.lat_deg, path.lon_deg, 640.0, 420.0)
     stored = np.column_stack(frame.project(path.lat_deg, path.lon_deg))
     # every point drawn lies on the stored, privacy-trimmed path, from its first to its last
     assert distance_to_polyline(drawn, stored).max() < 0.15
@@ -237,10 +244,7 @@ def test_the_route_carries_no_speed_or_time(server: ServerThread, tokens: Tokens
     device = priced["device"]
     assert isinstance(device, DeviceCreds)
     html, path, _ = trip_page(server, tokens, device, db_url)
-    svg = element(html, '<svg class="route"', "</svg>")
-    frame = RouteFrame.fit(path.lat_deg, path.lon_deg, 640.0, 420.0)
-    drawn = np.array([tuple(map(float, p.split(","))) for p in
-                      re.search(r'points="([^"]+)"', svg).group(1).split()])  # type: ignore[union-attr]
+    svg, frame, drawn = drawn_route(html, path)
     # The stored positions are a second apart (their spacing is the speed); the drawn ones
     # are those of route_resample, evenly spaced in distance whatever the speed (tested
     # in test_views), so their spacing is the step, to the SVG's rounding.
