@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from telematics.cli import build_parser, main
 
@@ -38,3 +39,13 @@ def test_simulate_policy_level_through_ubi(tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["mode"] == "policy-level" and manifest["n_policies"] == 2000
     assert len(pd.read_parquet(out / "policies.parquet")) == 2000
+
+
+def test_counts_and_days_are_checked_where_they_are_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, option in ((["features", "recompute", "--since", "2026-10-01T00:00Z", "--until",
+                           "2026-10-02T00:00Z", "--retries", "-1"], "--retries"),
+                         (["maintenance", "--raw-days", "0"], "--raw-days")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert f"argument {option}" in capsys.readouterr().err

@@ -551,6 +551,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _recompute_command(args: argparse.Namespace) -> int:
     from telematics.store.provision import database_url
 
@@ -607,7 +614,7 @@ def register(jobs: Any) -> None:
                      metavar="N", help="GPS samples per partition (default %(default)s)")
     rec.add_argument("--window-days", type=float, default=DEFAULT_WINDOW.days,
                      help="start-time window of one partition in days (default %(default)s)")
-    rec.add_argument("--retries", type=int, default=1,
+    rec.add_argument("--retries", type=_count, default=1,
                      help="retries of a failed partition (default %(default)s)")
     rec.add_argument("--include-labelled", action="store_true",
                      help="also recompute trips labelled passenger, transit or not-me")
