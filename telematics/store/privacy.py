@@ -34,13 +34,15 @@ def record_consent(conn: psycopg.Connection[Any], policy_id: str, category: str,
 def current_consents(conn: psycopg.Connection[Any], policy_id: str) -> dict[tuple[str, str],
                                                                            dict[str, Any]]:
     """The latest decision per (category, purpose); absent means never granted."""
-    rows = conn.execute(CURRENT_CONSENTS, (policy_id,)).fetchall()
+    rows = conn.execute(CURRENT_CONSENTS, {"p": policy_id}).fetchall()
     return consents_of(rows)
 
 
+# The latest decision per (category, purpose) of the policy `%(p)s`.
 CURRENT_CONSENTS = (
     "SELECT DISTINCT ON (category, purpose) category, purpose, granted, text_version, at"
-    " FROM consents WHERE policy_id = %s ORDER BY category, purpose, at DESC, consent_id DESC")
+    " FROM consents WHERE policy_id = %(p)s"
+    " ORDER BY category, purpose, at DESC, consent_id DESC")
 
 
 def consents_of(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -48,16 +50,17 @@ def consents_of(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], dict[s
     return {(r[0], r[1]): {"granted": r[2], "text_version": r[3], "at": r[4]} for r in rows}
 
 
-def granted_of(consents: dict[tuple[str, str], dict[str, Any]]) -> set[str]:
-    """`granted_categories` for any purpose, from `current_consents`."""
-    return {cat for (cat, _), c in consents.items() if c["granted"]}
+def granted_of(consents: dict[tuple[str, str], dict[str, Any]],
+               purpose: str | None = None) -> set[str]:
+    """`granted_categories` from `current_consents`."""
+    return {cat for (cat, pur), c in consents.items()
+            if c["granted"] and (purpose is None or pur == purpose)}
 
 
 def granted_categories(conn: psycopg.Connection[Any], policy_id: str,
                        purpose: str | None = None) -> set[str]:
     """Categories with consent for `purpose` (or for any purpose when None)."""
-    return {cat for (cat, pur), c in current_consents(conn, policy_id).items()
-            if c["granted"] and (purpose is None or pur == purpose)}
+    return granted_of(current_consents(conn, policy_id), purpose)
 
 
 # Trip features feed the price, so the categories they are computed from need consent for
@@ -96,9 +99,7 @@ def scoring_context(conn: psycopg.Connection[Any], policy_id: str, device_id: st
     `current_consents`; a policy without a row scores in UTC, as `policy_time_zone`)."""
     row = conn.execute(
         "SELECT (SELECT time_zone FROM policies WHERE policy_id = %(p)s),"
-        " ARRAY(SELECT ARRAY[category, purpose] FROM (SELECT DISTINCT ON (category, purpose)"
-        "   category, purpose, granted FROM consents WHERE policy_id = %(p)s"
-        "   ORDER BY category, purpose, at DESC, consent_id DESC) c WHERE granted),"
+        f" ARRAY(SELECT ARRAY[category, purpose] FROM ({CURRENT_CONSENTS}) c WHERE granted),"
         " (SELECT ARRAY[offset_east_m, offset_north_m] FROM privacy_keys"
         "   WHERE policy_id = %(p)s),"
         " (SELECT ARRAY[zone_start_m, zone_end_m] FROM trip_paths"

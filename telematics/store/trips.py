@@ -104,7 +104,7 @@ def lock_trip_with_consents(conn: psycopg.Connection[Any], device_id: str, trip_
         trip = conn.cursor(row_factory=class_row(Trip)).execute(
             f"SELECT {TRIP_COLUMNS} FROM trips WHERE device_id = %s AND trip_id = %s"
             " FOR UPDATE", (device_id, trip_id))
-        consents = conn.execute(privacy_sql.CURRENT_CONSENTS, (policy_id,))
+        consents = conn.execute(privacy_sql.CURRENT_CONSENTS, {"p": policy_id})
     return trip.fetchone(), privacy_sql.granted_of(privacy_sql.consents_of(consents.fetchall()))
 
 
