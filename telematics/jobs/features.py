@@ -34,7 +34,7 @@ from telematics.privacy import TripZones, ZoneOffset, draw_zone_radii_m
 from telematics.scoring import CODE_VERSION, trip_outcome
 from telematics.store import privacy as privacy_sql
 from telematics.store.pgcopy import PG_EPOCH_US
-from telematics.store.repository import IMU, read_samples
+from telematics.store.repository import GPS, IMU, binary_aggregates, read_samples
 
 # Trips the GPS core scores. OBD trips are scored from speed alone (telematics/obd_scoring.py)
 # and an OBD feed is a container, never scored.
@@ -166,18 +166,14 @@ class PartitionData:
 
 
 _GPS_FIELDS = ("t_us", "lat_deg", "lon_deg", "speed_mps", "accuracy_m", "speed_limit_mps")
-# Most partitions' samples in one bytea per column, built by the server with the types'
+# Most partitions' samples in one bytea per column (`binary_aggregates`), built by the server with the types'
 # own binary send functions (big-endian int64 and float64): one row to transfer and
 # numpy to decode, instead of a protocol message and Python work per sample. Missing
 # optional values come as NaN, as `read_samples` gives them.
 _READ_GPS = (
-    "SELECT string_agg(int8send(k.ord), ''::bytea), string_agg(timestamptz_send(s.time), ''::bytea),"
-    " string_agg(int8send(s.seq), ''::bytea), string_agg(float8send(s.lat_deg), ''::bytea),"
-    " string_agg(float8send(s.lon_deg), ''::bytea),"
-    " string_agg(float8send(coalesce(s.speed_mps, 'NaN')), ''::bytea),"
-    " string_agg(float8send(coalesce(s.accuracy_m, 'NaN')), ''::bytea),"
-    " string_agg(float8send(coalesce(s.speed_limit_mps, 'NaN')), ''::bytea)"
-    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(device_id, trip_id, ord)"
+    "SELECT string_agg(int8send(k.ord), ''::bytea), "
+    + binary_aggregates(GPS, ("time", "seq", *_GPS_FIELDS[1:]), qualifier="s.")
+    + " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS k(device_id, trip_id, ord)"
     " JOIN gps_samples s ON s.device_id = k.device_id AND s.trip_id = k.trip_id"
     " WHERE s.time >= %s AND s.time <= %s")
 # A bytea value is at most 1 GiB: 8-byte columns of up to this many samples fit with room.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -386,25 +386,31 @@ def _kind(table: SampleTable, name: str) -> int:
     return next(c.kind for c in table.columns if c.name == name)
 
 
+def binary_aggregates(table: SampleTable, names: Sequence[str], qualifier: str = "") -> str:
+    """The select list aggregating each column of ``names`` (in that order; ``qualifier``
+    prefixes the column, e.g. ``"s."``) into one bytea of the type's binary send form
+    (big-endian; missing floats as NaN, missing booleans as false): numpy decodes each
+    with ``_WIRE_DTYPES``, instead of Python work per sample."""
+    parts = []
+    for name in names:
+        column = f"{qualifier}{name}"
+        kind = _kind(table, name)
+        if name == "time":
+            value = f"timestamptz_send({column})"
+        elif kind == KIND_INT8:
+            value = f"int8send({column})"
+        elif kind == KIND_BOOL:
+            value = f"boolsend(coalesce({column}, false))"
+        else:
+            value = f"float8send(coalesce({column}, 'NaN'))"
+        parts.append(f"string_agg({value}, ''::bytea)")
+    return ", ".join(parts)
+
+
 @functools.lru_cache(maxsize=16)
 def _read_sql(table: SampleTable, names: tuple[str, ...]) -> str:
-    """One row of the trip's columns ``names``, each aggregated into one bytea of the
-    type's binary send form (big-endian): numpy decodes it, instead of Python work per
-    sample."""
-    parts = []
-    for c in table.columns:
-        if c.name not in names:
-            continue
-        if c.name == "time":
-            value = "timestamptz_send(time)"
-        elif c.kind == KIND_INT8:
-            value = f"int8send({c.name})"
-        elif c.kind == KIND_BOOL:
-            value = f"boolsend(coalesce({c.name}, false))"
-        else:
-            value = f"float8send(coalesce({c.name}, 'NaN'))"
-        parts.append(f"string_agg({value}, ''::bytea)")
-    return (f"SELECT {', '.join(parts)} FROM {table.name}"
+    """One row of the trip's columns ``names``, each aggregated by `binary_aggregates`."""
+    return (f"SELECT {binary_aggregates(table, names)} FROM {table.name}"
             " WHERE device_id = %s AND trip_id = %s")
 
 
