@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from telematics.pipeline import PipelineResult, TripResult, run_pipeline, run_trip_pipeline
+from telematics.pipeline import TripResult, run_pipeline, run_trip_pipeline
 from telematics.privacy import TripZones, draw_zone_radii_m
 from telematics.store import privacy as privacy_sql
 from telematics.store import trips as trip_sql
@@ -51,10 +51,12 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _core_columns(gps: dict[str, np.ndarray], imu: dict[str, np.ndarray] | None
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-    """The pipeline's GPS and IMU columns from a trip's stored samples (IMU None when
-    there is none)."""
+def trip_for_samples(gps: dict[str, np.ndarray], time_zone: str,
+                     imu: dict[str, np.ndarray] | None = None, *,
+                     phone_handling: bool = True, now_s: float | None = None) -> TripResult:
+    """The core's features and events for one trip's stored samples (GPS, and the phone's
+    IMU when there is one), as the trip's feature row and event columns: real-time
+    scoring's path, the values of `run_pipeline` without its tables."""
     columns = {"t_s": gps["t_us"] / 1e6, "lat_deg": gps["lat_deg"], "lon_deg": gps["lon_deg"],
                "speed_mps": gps["speed_mps"], "accuracy_m": gps["accuracy_m"],
                "speed_limit_mps": gps["speed_limit_mps"]}
@@ -66,29 +68,6 @@ def _core_columns(gps: dict[str, np.ndarray], imu: dict[str, np.ndarray] | None
         for k in ("gyr_x_radps", "gyr_y_radps", "gyr_z_radps"):
             if not np.isfinite(imu_columns[k]).all():
                 del imu_columns[k]  # the kernel takes a gyroscope whole or not at all
-    return columns, imu_columns
-
-
-def features_for_samples(gps: dict[str, np.ndarray], time_zone: str,
-                         imu: dict[str, np.ndarray] | None = None, *,
-                         phone_handling: bool = True,
-                         now_s: float | None = None) -> PipelineResult:
-    """The core's features and events for one trip's stored samples (GPS, and the phone's
-    IMU when there is one), as tables."""
-    columns, imu_columns = _core_columns(gps, imu)
-    now = time.time() if now_s is None else now_s
-    return run_pipeline(
-        columns, np.array([0, gps["t_us"].size]), imu=imu_columns,
-        imu_offsets=None if imu_columns is None else np.array([0, imu_columns["t_s"].size]),
-        time_zone=time_zone, now_s=now, phone_handling=phone_handling)
-
-
-def trip_for_samples(gps: dict[str, np.ndarray], time_zone: str,
-                     imu: dict[str, np.ndarray] | None = None, *,
-                     phone_handling: bool = True, now_s: float | None = None) -> TripResult:
-    """`features_for_samples` as the trip's feature row and event columns, without the
-    tables (real-time scoring's path; the values are the same)."""
-    columns, imu_columns = _core_columns(gps, imu)
     now = time.time() if now_s is None else now_s
     return run_trip_pipeline(columns, imu=imu_columns, time_zone=time_zone, now_s=now,
                              phone_handling=phone_handling)
