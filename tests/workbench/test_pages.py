@@ -87,8 +87,7 @@ ACTIONS = ["/workbench/reviews/1/decision", "/workbench/relabels/{device}/wb-tri
 
 def test_every_page_needs_an_underwriter(server: ServerThread, tokens: Tokens,
                                          priced: dict[str, object]) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     fill = {"policy": device.policy_id, "device": device.device_id}
     with httpx.Client(base_url=server.url, timeout=30) as anon:
         for page in PAGES:
@@ -124,8 +123,7 @@ def test_every_page_needs_an_underwriter(server: ServerThread, tokens: Tokens,
 
 def test_driver_sees_only_his_own_policy(server: ServerThread, tokens: Tokens,
                                          priced: dict[str, object]) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     with httpx.Client(base_url=server.url, timeout=30) as c:
         other = register(c, tokens)
         own = c.get(f"/v1/driver/policies/{device.policy_id}", headers=device.headers)
@@ -165,8 +163,7 @@ def money(text: str) -> Decimal:
 
 def test_waterfall_sums_to_the_premium_shown(server: ServerThread, tokens: Tokens,
                                              priced: dict[str, object]) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     with staff_client(server, tokens.underwriter) as uw:
         html = uw.get(f"/workbench/policies/{device.policy_id}").text
     shown = re.search(r'id="premium-shown" data-cents="(\d+)">([^<]+)<', html)
@@ -183,6 +180,13 @@ def test_waterfall_sums_to_the_premium_shown(server: ServerThread, tokens: Token
     assert int(shown.group(1)) == int(
         expected.loc[expected["policy_id"] == device.policy_id, "premium_cents"].iloc[0])
     assert "<svg" in html and "Premium waterfall" in html
+
+
+def priced_device(priced: dict[str, object]) -> DeviceCreds:
+    """The priced fixture's device."""
+    device = priced["device"]
+    assert isinstance(device, DeviceCreds)
+    return device
 
 
 def trip_page(server: ServerThread, tokens: Tokens, device: DeviceCreds, db_url: str,
@@ -224,8 +228,7 @@ def drawn_route(html: str, path: Any) -> tuple[str, RouteFrame, np.ndarray]:
 def test_trip_route_shows_only_privacy_trimmed_positions(server: ServerThread, tokens: Tokens,
                                                         priced: dict[str, object],
                                                         db_url: str) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     html, path, raw = trip_page(server, tokens, device, db_url)
     _, frame, drawn = drawn_route(html, path)
     assert 0 < path.lat_deg.size < raw["lat_deg"].size
@@ -241,8 +244,7 @@ def test_trip_route_shows_only_privacy_trimmed_positions(server: ServerThread, t
 
 def test_the_route_carries_no_speed_or_time(server: ServerThread, tokens: Tokens,
                                             priced: dict[str, object], db_url: str) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     html, path, _ = trip_page(server, tokens, device, db_url)
     svg, frame, drawn = drawn_route(html, path)
     # The stored positions are a second apart (their spacing is the speed); the drawn ones
@@ -262,8 +264,7 @@ def test_the_route_carries_no_speed_or_time(server: ServerThread, tokens: Tokens
 def test_speed_with_place_is_shown_only_as_event_evidence(server: ServerThread, tokens: Tokens,
                                                           priced: dict[str, object],
                                                           db_url: str) -> None:
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     html, path, _ = trip_page(server, tokens, device, db_url)
     assert "What this page shows of speed and place, and why" in html
     # The speed chart: at most one value per minute, and nothing drawn at a finer grain.
@@ -369,8 +370,7 @@ def test_replay_reports_identical_and_catches_a_change(server: ServerThread, tok
                                                       db_url: str) -> None:
     premium_ids = priced["premium_ids"]
     assert isinstance(premium_ids, dict)
-    device = priced["device"]
-    assert isinstance(device, DeviceCreds)
+    device = priced_device(priced)
     premium_id = premium_ids[device.policy_id]
     with staff_client(server, tokens.underwriter) as uw:
         page = uw.get(f"/workbench/policies/{device.policy_id}").text
